@@ -1,0 +1,1 @@
+"""Shareflow: a GraphQL gateway for multi-party revenue sharing."""

@@ -1,0 +1,1 @@
+"""Pure billing core: money, pricing and the revenue-sharing waterfall (no I/O)."""

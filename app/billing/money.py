@@ -1,0 +1,194 @@
+"""Money and quantities: exact decimals, currency minor units, rounding and allocation.
+
+Amounts in the API are major units (``Decimal("9.70")`` euros); stored money is an integer
+number of minor units (970 cents) in a currency whose exponent fixes the precision; quantities
+are stored as integer millionths. A float never enters here.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
+from enum import Enum
+
+from iso4217 import Currency
+
+# Arithmetic context of the billing core: 1,000 significant digits are far beyond any product of
+# billing inputs, and any result that would still need rounding raises decimal.Inexact instead of
+# being rounded silently. Rounding to money happens only in round_to_minor.
+EXACT = Context(
+    prec=1000,
+    Emax=MAX_EMAX,
+    Emin=MIN_EMIN,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
+)
+
+QUANTITY_PLACES = 6
+"""Decimal places of quantities, prices, fees and rule amounts (DESIGN §3)."""
+
+_PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
+class RoundingMode(str, Enum):
+    """A network's rounding mode for turning exact amounts into minor units."""
+
+    HALF_UP = "HALF_UP"
+    HALF_EVEN = "HALF_EVEN"
+
+
+_DECIMAL_ROUNDING = {RoundingMode.HALF_UP: ROUND_HALF_UP, RoundingMode.HALF_EVEN: ROUND_HALF_EVEN}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in an input: the field's path (GraphQL names, list indexes as strings)."""
+
+    path: tuple[str, ...]
+    code: str
+    message: str
+
+
+class BillingError(ValueError):
+    """A billing rule refused its input; `code` is the stable API error code."""
+
+    def __init__(self, code: str, message: str, path: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.path = path
+
+
+def currency_exponent(code: str) -> int:
+    """Minor-unit exponent of an ISO 4217 code (EUR 2, JPY 0, BHD 3).
+
+    Raises BillingError INVALID_CURRENCY for unknown or lowercase codes and for currencies
+    without a minor unit (gold, SDR, test codes).
+    """
+    try:
+        exponent = Currency(code).exponent
+    except ValueError:
+        message = f"{code!r} is not an ISO 4217 currency code"
+        raise BillingError("INVALID_CURRENCY", message) from None
+    if exponent is None:
+        raise BillingError("INVALID_CURRENCY", f"{code} has no minor unit")
+    return exponent
+
+
+def decimal_places(value: Decimal) -> int:
+    """Decimal places a finite value needs: trailing zeros do not count ("1.50" needs 1)."""
+    _, digits, exponent = value.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    if not significant:
+        return 0
+    return max(0, -(exponent + len(digits) - len(significant)))
+
+
+def parse_decimal(text: str, *, max_places: int, path: tuple[str, ...] = ()) -> Decimal:
+    """Parse an API decimal string in plain notation ("9.70", "-1.5", "1").
+
+    Exponent notation, NaN, Infinity, whitespace and anything else raise BillingError INVALID;
+    more than `max_places` significant decimals raise TOO_MANY_DECIMALS (never rounded).
+    Signs are the caller's to check.
+    """
+    if not isinstance(text, str) or not _PLAIN_DECIMAL.fullmatch(text):
+        raise BillingError("INVALID", f"{text!r} is not a plain decimal number such as 9.70", path)
+    value = Decimal(text)
+    if decimal_places(value) > max_places:
+        message = f"at most {max_places} decimal places allowed"
+        raise BillingError("TOO_MANY_DECIMALS", message, path)
+    return value
+
+
+def check_decimal(
+    value: Decimal,
+    path: tuple[str, ...],
+    *,
+    max_places: int,
+    minimum: Decimal = Decimal(0),
+    exclusive: bool = False,
+    maximum: Decimal | None = None,
+    code: str = "INVALID",
+) -> list[Problem]:
+    """The first problem of a decimal parameter, if any (validators report one per field).
+
+    Checks finiteness and the bounds (`code`; `exclusive` makes the minimum a strict bound)
+    and the number of places (TOO_MANY_DECIMALS).
+    """
+    if not value.is_finite():
+        return [Problem(path, code, "must be a finite decimal")]
+    if decimal_places(value) > max_places:
+        return [Problem(path, "TOO_MANY_DECIMALS", f"at most {max_places} decimal places allowed")]
+    if exclusive and value <= minimum:
+        return [Problem(path, code, f"must be greater than {minimum}")]
+    if value < minimum:
+        return [Problem(path, code, f"must be at least {minimum}")]
+    if maximum is not None and value > maximum:
+        return [Problem(path, code, f"must be at most {maximum}")]
+    return []
+
+
+def round_to_minor(amount: Decimal, exponent: int, mode: RoundingMode) -> int:
+    """Round an exact amount in major units once, to an integer number of minor units."""
+    scaled = amount.scaleb(exponent, context=EXACT)
+    return int(scaled.to_integral_value(rounding=_DECIMAL_ROUNDING[mode], context=EXACT))
+
+
+def minor_to_decimal(minor: int, exponent: int) -> Decimal:
+    """Minor units as major units with exactly `exponent` places (970, 2 -> 9.70)."""
+    return Decimal(minor).scaleb(-exponent, context=EXACT)
+
+
+def format_amount(minor: int, exponent: int) -> str:
+    """Minor units as the API's decimal string: "9.70", "-0.05", "1200" (JPY), "1.234" (BHD)."""
+    return f"{minor_to_decimal(minor, exponent):f}"
+
+
+def to_micros(q: Decimal) -> int:
+    """A quantity as integer millionths; BillingError TOO_MANY_DECIMALS beyond 6 places."""
+    if not q.is_finite():
+        raise BillingError("INVALID", "a quantity must be a finite decimal")
+    if decimal_places(q) > QUANTITY_PLACES:
+        raise BillingError("TOO_MANY_DECIMALS", f"at most {QUANTITY_PLACES} decimal places allowed")
+    return int(q.scaleb(QUANTITY_PLACES, context=EXACT))
+
+
+def from_micros(m: int) -> Decimal:
+    """Integer millionths back to the exact quantity."""
+    return Decimal(m).scaleb(-QUANTITY_PLACES, context=EXACT)
+
+
+def allocate(total: int, weights: Sequence[Decimal]) -> list[int]:
+    """Split `total` minor units by positive weights with the largest-remainder method.
+
+    Each part is the floor of its exact share; the leftover units go one each to the largest
+    remainders, ties to the earlier item. The parts always sum to `total`. A negative total,
+    an empty list and a weight that is not a positive finite decimal raise BillingError INVALID.
+    """
+    if total < 0:
+        raise BillingError("INVALID", "cannot allocate a negative total")
+    if not weights:
+        raise BillingError("INVALID", "cannot allocate without weights")
+    if any(not weight.is_finite() or weight <= 0 for weight in weights):
+        raise BillingError("INVALID", "weights must be positive")
+    # Integer weights on a common scale make every share an exact fraction.
+    scale = max(decimal_places(weight) for weight in weights)
+    units = [int(weight.scaleb(scale, context=EXACT)) for weight in weights]
+    whole = sum(units)
+    shares = [divmod(total * unit, whole) for unit in units]
+    parts = [floor for floor, _ in shares]
+    leftover = total - sum(parts)
+    by_remainder = sorted(range(len(shares)), key=lambda i: (-shares[i][1], i))
+    for i in by_remainder[:leftover]:
+        parts[i] += 1
+    return parts

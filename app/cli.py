@@ -1,0 +1,112 @@
+"""The `shareflow` command: serve, migrate, demo, create-network."""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from app.settings import get_settings
+
+DEMO_KEYS = Path("shareflow-demo-keys.json")
+
+
+def _runtime():
+    from app.runtime import Runtime
+
+    return Runtime.from_settings(get_settings())
+
+
+async def _migrate() -> None:
+    from app.migrate import upgrade
+
+    rt = _runtime()
+    try:
+        await upgrade(rt.engine)
+    finally:
+        await rt.close()
+
+
+async def _demo() -> dict[str, str]:
+    from sqlalchemy import select
+
+    from app.demo import seed
+    from models import Network
+
+    rt = _runtime()
+    try:
+        async with rt.sessions() as session:
+            exists = await session.scalar(select(Network.id).limit(1))
+        if exists is not None and DEMO_KEYS.exists():
+            return json.loads(DEMO_KEYS.read_text())
+        if exists is not None:
+            raise SystemExit("the database already holds a network; the demo seeds only an empty one")
+        keys = await seed(rt)
+    finally:
+        await rt.close()
+    DEMO_KEYS.write_text(json.dumps(keys, indent=2))
+    os.chmod(DEMO_KEYS, 0o600)
+    return keys
+
+
+async def _create_network(name: str, currency: str, owner_name: str, time_zone: str | None, first_period: str | None):
+    from app.auth import OPERATOR
+    from app.errors import DomainError
+    from app.services.networks import create_network
+    from graph.ids import to_global_id
+
+    rt = _runtime()
+    try:
+        created = await create_network(
+            rt, OPERATOR, name=name, currency=currency, owner_name=owner_name, time_zone=time_zone, first_period=first_period
+        )
+    except DomainError as error:
+        problems = [{"field": list(p.path), "code": p.code, "message": p.message} for p in error.problems]
+        print(json.dumps({"errors": problems}), file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        await rt.close()
+    return {"networkId": to_global_id("Network", created.network.id), "ownerApiKey": created.owner_key}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="shareflow", description="Shareflow, the revenue-sharing gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the GraphQL API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    commands.add_parser("demo", help="seed the shared-mobility demo network (once) and print its keys")
+    create = commands.add_parser("create-network", help="create a network and print its owner's key as JSON")
+    create.add_argument("--name", required=True)
+    create.add_argument("--currency", required=True)
+    create.add_argument("--owner-name", required=True)
+    create.add_argument("--time-zone")
+    create.add_argument("--first-period")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="info"
+        )
+    elif args.command == "migrate":
+        asyncio.run(_migrate())
+        print("database is up to date")
+    elif args.command == "demo":
+        keys = asyncio.run(_demo())
+        print("Demo network 'Shared Mobility Demo'; API keys (Authorization: Bearer <key>):")
+        for name, key in keys.items():
+            print(f"  {name:<16} {key}")
+    elif args.command == "create-network":
+        result = asyncio.run(
+            _create_network(args.name, args.currency, args.owner_name, args.time_zone, args.first_period)
+        )
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

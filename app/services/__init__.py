@@ -1,0 +1,1 @@
+"""Use-cases: each opens its unit of work, checks access, calls the billing core, commits."""

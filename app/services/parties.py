@@ -1,0 +1,52 @@
+"""Onboarding providers and partners, with their agreements and a key, all or nothing."""
+
+from dataclasses import dataclass
+
+from app.auth import Principal, new_key
+from app.errors import AccessDenied
+from app.runtime import Runtime
+from app.services import validate
+from app.services.agreements import AgreementDraft, add_agreements
+from models import Agreement, ApiKey, Network, Party
+
+
+@dataclass(frozen=True)
+class Onboarded:
+    party: Party
+    agreements: list[Agreement]
+    api_key: str | None
+
+
+async def onboard_partner(
+    rt: Runtime,
+    principal: Principal,
+    *,
+    name: str,
+    kind: str,
+    external_ref: str | None,
+    agreements: list[AgreementDraft],
+    issue_api_key: bool,
+) -> Onboarded:
+    """The owner onboards anyone; a provider or partner onboards its own sub-partners, paying them
+    only out of its own income."""
+    if principal.network_id is None or principal.kind not in ("OWNER", "PROVIDER", "PARTNER"):
+        raise AccessDenied("only the owner, a provider or a partner may onboard partners")
+    values: dict[str, str | None] = {}
+    validate.collect(
+        lambda: values.__setitem__("name", validate.name(name, "input", "name")),
+        lambda: values.__setitem__("ref", validate.reference(external_ref, "input", "externalRef")),
+        lambda: validate.one_of(kind, ("PROVIDER", "PARTNER"), "input", "kind"),
+    )
+    async with rt.sessions.begin() as session:
+        network = await session.get(Network, principal.network_id)
+        party = Party(network_id=network.id, kind=kind, name=values["name"], external_ref=values["ref"])
+        session.add(party)
+        await session.flush()
+        created = await add_agreements(
+            session, rt, principal, network, agreements, ("input", "agreements"), default_payee=party
+        )
+        secret = None
+        if issue_api_key:
+            secret, prefix, key_hash = new_key()
+            session.add(ApiKey(network_id=network.id, party_id=party.id, prefix=prefix, key_hash=key_hash))
+    return Onboarded(party, created, secret)

@@ -1,0 +1,29 @@
+"""Settings from the environment (SHAREFLOW_*), read once per process."""
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHAREFLOW_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./shareflow.db"
+    "sqlite+aiosqlite:///path.db, or postgresql+asyncpg://user@host/db for scale-out."
+    operator_key: str | None = None
+    "The deployment's operator key: the only key that may call createNetwork."
+    redis_url: str | None = None
+    "Redis for pub/sub and shared rate limits across gateway processes; in-process when unset."
+    allowed_origins: list[str] = []
+    "Browser origins allowed to open the WebSocket from another site."
+    max_page_size: int = 100
+    "The cap on `first` for every connection."
+    future_tolerance_seconds: int = 300
+    "How far in the future an event's occurredAt may lie (clock skew of integrators)."
+    auth_cache_seconds: float = 2.0
+    "How long a process trusts a verified key before asking the database again."
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

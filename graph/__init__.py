@@ -1,0 +1,1 @@
+"""The GraphQL face of Shareflow: types, loaders, mutations, subscriptions."""

@@ -1,0 +1,31 @@
+"""How refusals reach the client: payload errors for the caller's mistakes, top-level otherwise."""
+
+import strawberry
+from graphql import GraphQLError
+
+from app.errors import DomainError
+
+
+@strawberry.type(description="One error a mutation reports about its input.")
+class UserError:
+    field: list[str] | None = strawberry.field(
+        description='Path to the input field at fault, e.g. ["input", "agreements", "0", "percent"].'
+    )
+    code: str
+    message: str
+
+
+def user_errors(error: DomainError) -> list[UserError]:
+    return [UserError(field=list(p.path) or None, code=p.code, message=p.message) for p in error.problems]
+
+
+def top_level(error: DomainError) -> GraphQLError:
+    """A query's refusal: the first problem's code and field path in the error's extensions."""
+    problem = error.problems[0]
+    return GraphQLError(
+        str(error), extensions={"code": problem.code, "field": list(problem.path), "problems": len(error.problems)}
+    )
+
+
+def coded(code: str, message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": code})

@@ -1,0 +1,66 @@
+"""Schema extensions: the authentication gate and the shaping of errors."""
+
+import logging
+
+from graphql import ExecutionResult, GraphQLError, OperationDefinitionNode
+from strawberry.extensions import SchemaExtension
+
+from app.errors import AccessDenied, DomainError
+from graph.errors import coded, top_level
+
+log = logging.getLogger("shareflow.graphql")
+
+_INTROSPECTION = {"__schema", "__type", "__typename"}
+
+
+def _introspection_only(document) -> bool:
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            for selection in definition.selection_set.selections:
+                name = getattr(getattr(selection, "name", None), "value", None)
+                if name not in _INTROSPECTION:
+                    return False
+    return True
+
+
+class AuthenticationGate(SchemaExtension):
+    """Deny by default: without a valid key only the schema itself may be read."""
+
+    def on_execute(self):
+        context = self.execution_context.context
+        document = self.execution_context.graphql_document
+        if context.principal is None and document is not None and not _introspection_only(document):
+            self.execution_context.result = ExecutionResult(
+                data=None, errors=[coded("UNAUTHENTICATED", "a valid API key is required")]
+            )
+        yield
+
+
+class ErrorShaping(SchemaExtension):
+    """Refusals keep their code and field path; anything unexpected is masked behind a request id
+    (the detail goes to the log)."""
+
+    def on_operation(self):
+        yield
+        result = self.execution_context.result
+        if result is None or not getattr(result, "errors", None):
+            return
+        result.errors = [self._shape(error) for error in result.errors]
+
+    def _shape(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if original is None or isinstance(original, GraphQLError):
+            return error
+        if isinstance(original, DomainError):
+            shaped = top_level(original)
+        elif isinstance(original, AccessDenied):
+            shaped = coded("FORBIDDEN", str(original))
+        else:
+            request_id = self.execution_context.context.request_id
+            log.error("unexpected error, request %s", request_id, exc_info=original)
+            shaped = GraphQLError(
+                "Unexpected error.", extensions={"code": "INTERNAL", "requestId": request_id}
+            )
+        return GraphQLError(
+            shaped.message, nodes=error.nodes, path=error.path, extensions=shaped.extensions
+        )

@@ -1,0 +1,109 @@
+"""DataLoaders, built per request with the caller's principal: one IN query per batch, filtered by
+network and by what the caller may see, so a guessed id loads nothing."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, or_, select
+from strawberry.dataloader import DataLoader
+
+from app.auth import Principal
+from app.runtime import Runtime
+from app.services.access import visible_agreements, visible_parties, visible_services
+from app.services.agreements import in_force
+from models import Agreement, ApiKey, Network, Party, Service
+
+
+def _by_id(rt: Runtime, model, condition: ColumnElement[bool]) -> DataLoader:
+    async def load(ids: list[int]) -> list:
+        async with rt.sessions() as session:
+            rows = await session.scalars(select(model).where(model.id.in_(ids), condition))
+            found = {row.id: row for row in rows}
+        return [found.get(i) for i in ids]
+
+    return DataLoader(load_fn=load)
+
+
+def _agreements_by_party(rt: Runtime, principal: Principal) -> DataLoader:
+    async def load(party_ids: list[int]) -> list[list[Agreement]]:
+        async with rt.sessions() as session:
+            rows = await session.scalars(
+                select(Agreement)
+                .where(
+                    or_(Agreement.payer_id.in_(party_ids), Agreement.payee_id.in_(party_ids)),
+                    visible_agreements(principal),
+                )
+                .order_by(Agreement.id)
+            )
+            grouped: dict[int, list[Agreement]] = defaultdict(list)
+            for row in rows:
+                grouped[row.payer_id].append(row)
+                if row.payee_id != row.payer_id:
+                    grouped[row.payee_id].append(row)
+        return [grouped.get(i, []) for i in party_ids]
+
+    return DataLoader(load_fn=load)
+
+
+def _keys_by_party(rt: Runtime, principal: Principal) -> DataLoader:
+    async def load(party_ids: list[int]) -> list[list[ApiKey]]:
+        async with rt.sessions() as session:
+            rows = await session.scalars(
+                select(ApiKey)
+                .where(ApiKey.network_id == principal.network_id, ApiKey.party_id.in_(party_ids))
+                .order_by(ApiKey.id)
+            )
+            grouped: dict[int, list[ApiKey]] = defaultdict(list)
+            for row in rows:
+                grouped[row.party_id].append(row)
+        return [grouped.get(i, []) for i in party_ids]
+
+    return DataLoader(load_fn=load)
+
+
+def _chain_agreements(rt: Runtime, principal: Principal) -> DataLoader:
+    """Agreements in force, keyed by (service id, period), in waterfall order."""
+
+    async def load(keys: list[tuple[int, str]]) -> list[list[Agreement]]:
+        grouped: dict[tuple[int, str], list[Agreement]] = defaultdict(list)
+        by_period: dict[str, list[int]] = defaultdict(list)
+        for service_id, period in keys:
+            by_period[period].append(service_id)
+        async with rt.sessions() as session:
+            for period, service_ids in by_period.items():
+                rows = await session.scalars(
+                    select(Agreement)
+                    .where(Agreement.service_id.in_(service_ids), in_force(period), visible_agreements(principal))
+                    .order_by(Agreement.priority, Agreement.id)
+                )
+                for row in rows:
+                    grouped[(row.service_id, period)].append(row)
+        return [grouped.get(key, []) for key in keys]
+
+    return DataLoader(load_fn=load)
+
+
+@dataclass
+class Loaders:
+    party_by_id: DataLoader
+    service_by_id: DataLoader
+    agreement_by_id: DataLoader
+    network_by_id: DataLoader
+    agreements_by_party: DataLoader
+    api_keys_by_party: DataLoader
+    chain_agreements: DataLoader
+
+    @classmethod
+    def build(cls, rt: Runtime, principal: Principal) -> "Loaders":
+        own_network = Network.id == principal.network_id
+        return cls(
+            party_by_id=_by_id(rt, Party, visible_parties(principal)),
+            service_by_id=_by_id(rt, Service, visible_services(principal)),
+            agreement_by_id=_by_id(rt, Agreement, visible_agreements(principal)),
+            network_by_id=_by_id(rt, Network, own_network),
+            agreements_by_party=_agreements_by_party(rt, principal),
+            api_keys_by_party=_keys_by_party(rt, principal),
+            chain_agreements=_chain_agreements(rt, principal),
+        )
+
+

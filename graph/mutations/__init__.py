@@ -1,0 +1,1 @@
+"""One module per root mutation: its input, payload and resolver."""

@@ -1,0 +1,88 @@
+"""The root query fields: thin resolvers over loaders and use-cases."""
+
+from decimal import Decimal
+
+import strawberry
+
+from app.services import quotes
+from graph.context import Info
+from graph.ids import decode_id, split_global_id
+from graph.types import Agreement, Network, Node, Party, Principal, Service, ValueChain
+from graph.values import Quote
+
+_NODE_TYPES = {"Party": Party, "Service": Service, "Agreement": Agreement, "Network": Network}
+
+
+async def _load(info: Info, type_name: str, key: int):
+    loaders = info.context.loaders
+    row = await {
+        "Party": loaders.party_by_id,
+        "Service": loaders.service_by_id,
+        "Agreement": loaders.agreement_by_id,
+        "Network": loaders.network_by_id,
+    }[type_name].load(key)
+    return None if row is None else _NODE_TYPES[type_name](row=row)
+
+
+@strawberry.input(description="One hypothetical usage event of one consumer.")
+class QuoteUsageInput:
+    metric: str
+    quantity: Decimal
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        info.context.party_principal()
+        parts = split_global_id(id)
+        if parts is None or parts[0] not in _NODE_TYPES or not parts[1].isdigit() or len(parts[1]) > 18:
+            return None
+        return await _load(info, parts[0], int(parts[1]))
+
+    @strawberry.field
+    async def me(self, info: Info) -> Principal:
+        principal = info.context.party_principal()
+        loaders = info.context.loaders
+        return Principal(
+            party=Party(row=await loaders.party_by_id.load(principal.party_id)),
+            network=Network(row=await loaders.network_by_id.load(principal.network_id)),
+        )
+
+    @strawberry.field
+    async def network(self, info: Info) -> Network:
+        principal = info.context.party_principal()
+        return Network(row=await info.context.loaders.network_by_id.load(principal.network_id))
+
+    @strawberry.field
+    async def party(self, info: Info, id: strawberry.ID) -> Party | None:
+        info.context.party_principal()
+        row = await info.context.loaders.party_by_id.load(decode_id(id, "Party", "id"))
+        return None if row is None else Party(row=row)
+
+    @strawberry.field
+    async def service(self, info: Info, id: strawberry.ID) -> Service | None:
+        info.context.party_principal()
+        row = await info.context.loaders.service_by_id.load(decode_id(id, "Service", "id"))
+        return None if row is None else Service(row=row)
+
+    @strawberry.field
+    async def value_chain(self, info: Info, service_id: strawberry.ID, period: str | None = None) -> ValueChain | None:
+        service = await self.service(info, service_id)
+        if service is None:
+            return None
+        return await service.value_chain(info, period)
+
+    @strawberry.field
+    async def quote(
+        self, info: Info, service_id: strawberry.ID, usage: list[QuoteUsageInput], period: str | None = None
+    ) -> Quote | None:
+        principal = info.context.party_principal()
+        result = await quotes.quote(
+            info.context.rt,
+            principal,
+            decode_id(service_id, "Service", "serviceId"),
+            [(item.metric, item.quantity) for item in usage],
+            period,
+        )
+        return Quote.of(result)

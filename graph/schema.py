@@ -1,0 +1,51 @@
+"""The schema: root types, scalars, extensions. `strawberry export-schema graph.schema:schema`."""
+
+import decimal
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+
+from graph.extensions import AuthenticationGate, ErrorShaping
+from graph.mutations.add_agreement import AgreementPayload, add_agreement
+from graph.mutations.change_price_plan import change_price_plan
+from graph.mutations.create_network import CreateNetworkPayload, create_network
+from graph.mutations.create_service import CreateServicePayload, create_service
+from graph.mutations.end_agreement import end_agreement
+from graph.mutations.issue_api_key import ApiKeyPayload, issue_api_key
+from graph.mutations.onboard_partner import OnboardPartnerPayload, onboard_partner
+from graph.mutations.revoke_api_key import revoke_api_key
+from graph.queries import Query
+from graph.scalars import DecimalScalar
+from graph.types import Agreement, ApiKey, Network, Party, Service
+
+
+@strawberry.type
+class Mutation:
+    create_network: CreateNetworkPayload = strawberry.mutation(
+        resolver=create_network, description="Only with the operator key of the deployment."
+    )
+    onboard_partner: OnboardPartnerPayload = strawberry.mutation(resolver=onboard_partner)
+    create_service: CreateServicePayload = strawberry.mutation(resolver=create_service)
+    change_price_plan: CreateServicePayload = strawberry.mutation(resolver=change_price_plan)
+    add_agreement: AgreementPayload = strawberry.mutation(resolver=add_agreement)
+    end_agreement: AgreementPayload = strawberry.mutation(resolver=end_agreement)
+    issue_api_key: ApiKeyPayload = strawberry.mutation(resolver=issue_api_key)
+    revoke_api_key: ApiKeyPayload = strawberry.mutation(resolver=revoke_api_key)
+
+
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    types=[Network, Party, Service, Agreement, ApiKey],
+    config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar}),
+    extensions=[
+        AuthenticationGate,
+        ErrorShaping,
+        lambda: QueryDepthLimiter(max_depth=12),
+        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: MaxTokensLimiter(max_token_count=5000),
+        lambda: ParserCache(maxsize=512),  # the LRU lives at module level, shared by every request
+        lambda: ValidationCache(maxsize=512),
+    ],
+)

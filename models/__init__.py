@@ -1,0 +1,10 @@
+"""The tables. Every row belongs to one network and every query filters on network_id."""
+
+from models.agreement import Agreement
+from models.api_key import ApiKey
+from models.network import Network
+from models.party import Party
+from models.period import ClosedPeriod
+from models.service import PricePlan, Service
+
+__all__ = ["Agreement", "ApiKey", "ClosedPeriod", "Network", "Party", "PricePlan", "Service"]
