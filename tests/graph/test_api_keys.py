@@ -1,0 +1,82 @@
+ISSUE = """
+mutation($party: ID!) {
+  issueApiKey(partyId: $party) { key { id prefix party { name } revokedAt } apiKey errors { field code } }
+}"""
+REVOKE = """
+mutation($id: ID!) {
+  revokeApiKey(id: $id) { key { id revokedAt } errors { field code } }
+}"""
+KEYS = """
+query($id: ID!) { party(id: $id) { name apiKeys { id prefix revokedAt } } }"""
+ME = "{ me { party { name } } }"
+
+
+async def test_the_owner_issues_a_key_for_a_partner_that_works_at_once(api, network):
+    partner = await network.onboard("ParkSpace")
+    payload = (await api.data(ISSUE, {"party": partner.id}, network.owner.key))["issueApiKey"]
+    assert payload["errors"] == []
+    assert payload["key"]["party"]["name"] == "ParkSpace"
+    assert payload["apiKey"].startswith(payload["key"]["prefix"] + "_")
+    assert (await api.data(ME, key=payload["apiKey"]))["me"]["party"]["name"] == "ParkSpace"
+
+
+async def test_a_key_is_shown_once_and_listed_by_prefix_only(api, network):
+    partner = await network.onboard("ParkSpace")
+    listed = (await api.data(KEYS, {"id": partner.id}, partner.key))["party"]["apiKeys"]
+    assert len(listed) == 1
+    assert partner.key.startswith(listed[0]["prefix"])
+    assert listed[0]["prefix"] != partner.key
+
+
+async def test_a_revoked_key_is_refused_from_then_on(api, network):
+    partner = await network.onboard("ParkSpace")
+    [key] = (await api.data(KEYS, {"id": partner.id}, partner.key))["party"]["apiKeys"]
+    payload = (await api.data(REVOKE, {"id": key["id"]}, partner.key))["revokeApiKey"]
+    assert payload["errors"] == [] and payload["key"]["revokedAt"] is not None
+    assert await api.error_code(ME, key=partner.key) == "UNAUTHENTICATED"
+
+
+async def test_revoking_twice_says_so(api, network):
+    partner = await network.onboard("ParkSpace")
+    [key] = (await api.data(KEYS, {"id": partner.id}, network.owner.key))["party"]["apiKeys"]
+    await api.data(REVOKE, {"id": key["id"]}, network.owner.key)
+    payload = (await api.data(REVOKE, {"id": key["id"]}, network.owner.key))["revokeApiKey"]
+    assert payload["errors"] == [{"field": ["id"], "code": "ALREADY_REVOKED"}]
+
+
+async def test_a_partner_cannot_see_issue_or_revoke_another_partners_keys(api, network):
+    alice = await network.onboard("Alice")
+    bob = await network.onboard("Bob")
+    [bob_key] = (await api.data(KEYS, {"id": bob.id}, network.owner.key))["party"]["apiKeys"]
+    # Bob is not in Alice's value chain: he does not exist for her.
+    assert (await api.data(KEYS, {"id": bob.id}, alice.key))["party"] is None
+    issued = (await api.data(ISSUE, {"party": bob.id}, alice.key))["issueApiKey"]
+    assert issued == {"key": None, "apiKey": None, "errors": [{"field": ["partyId"], "code": "NOT_FOUND"}]}
+    revoked = (await api.data(REVOKE, {"id": bob_key["id"]}, alice.key))["revokeApiKey"]
+    assert revoked["errors"] == [{"field": ["id"], "code": "NOT_FOUND"}]
+    assert (await api.data(ME, key=bob.key))["me"]["party"]["name"] == "Bob"
+
+
+async def test_a_partner_sees_no_keys_of_a_counterparty(api, network):
+    provider = await network.onboard("CityCar", "PROVIDER")
+    service = await network.service("Cars", provider, [{"metric": "km", "model": "PER_UNIT", "unitPrice": "0.30"}])
+    partner = await network.onboard("FleetCare")
+    assert (await network.agree(provider, partner, service, {"kind": "PERCENT", "percent": "5"}))["errors"] == []
+    seen = (await api.data(KEYS, {"id": provider.id}, partner.key))["party"]
+    assert seen == {"name": "CityCar", "apiKeys": []}
+
+
+async def test_another_networks_owner_cannot_touch_this_networks_keys(api, network):
+    from tests.graph.conftest import new_network
+
+    other = await new_network(api, "Other")
+    partner = await network.onboard("ParkSpace")
+    [key] = (await api.data(KEYS, {"id": partner.id}, network.owner.key))["party"]["apiKeys"]
+    assert (await api.data(ISSUE, {"party": partner.id}, other.owner.key))["issueApiKey"]["errors"][0]["code"] == "NOT_FOUND"
+    assert (await api.data(REVOKE, {"id": key["id"]}, other.owner.key))["revokeApiKey"]["errors"][0]["code"] == "NOT_FOUND"
+    assert (await api.data(ME, key=partner.key))["me"]["party"]["name"] == "ParkSpace"
+
+
+async def test_a_malformed_key_id_is_not_found(api, network):
+    payload = (await api.data(REVOKE, {"id": "not-base64!"}, network.owner.key))["revokeApiKey"]
+    assert payload["errors"] == [{"field": ["id"], "code": "NOT_FOUND"}]

@@ -1,0 +1,86 @@
+"""The `shareflow` command, run as a user runs it: migrate, demo, create-network, serve."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SHAREFLOW = str(Path(sys.executable).parent / "shareflow")
+
+
+@pytest.fixture
+def workdir(tmp_path) -> dict:
+    env = {**os.environ, "SHAREFLOW_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/shareflow.db"}
+    return {"cwd": tmp_path, "env": env}
+
+
+def run(workdir: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SHAREFLOW, *args], capture_output=True, text=True, timeout=120, **workdir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_create_network_prints_the_owner_key_as_json(workdir):
+    assert run(workdir, "migrate").returncode == 0
+    done = run(workdir, "create-network", "--name", "Ride", "--currency", "JPY", "--owner-name", "Ride KK")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {"networkId", "ownerApiKey"} and result["ownerApiKey"].startswith("sf_")
+
+
+def test_create_network_refuses_a_bad_currency_with_its_field(workdir):
+    run(workdir, "migrate")
+    done = run(workdir, "create-network", "--name", "Ride", "--currency", "EURO", "--owner-name", "Ride KK")
+    assert done.returncode == 2
+    assert json.loads(done.stderr)["errors"][0]["code"] == "INVALID_CURRENCY"
+
+
+def test_the_demo_serves_the_worked_example_with_a_printed_key(workdir):
+    assert run(workdir, "migrate").returncode == 0
+    demo = run(workdir, "demo")
+    assert demo.returncode == 0, demo.stderr
+    keys = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in demo.stdout.splitlines()[1:]}
+    assert set(keys) >= {"MobilityHub", "CityCar", "FleetCare", "ParkSpace", "HelpDesk24", "CallCenter Nord"}
+    owner_key = keys["MobilityHub"]
+    again = run(workdir, "demo")
+    assert owner_key in again.stdout, "a second run prints the same keys and seeds nothing twice"
+
+    port = free_port()
+    server = subprocess.Popen([SHAREFLOW, "serve", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **workdir)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {owner_key}"}
+        me = httpx.post(f"{url}/graphql", json={"query": "{ me { party { name } } }"}, headers=headers).json()
+        assert me == {"data": {"me": {"party": {"name": "MobilityHub"}}}}
+        services = httpx.post(
+            f"{url}/graphql", json={"query": "{ network { services { edges { node { id name } } } } }"}, headers=headers
+        ).json()["data"]["network"]["services"]["edges"]
+        car = next(edge["node"]["id"] for edge in services if edge["node"]["name"] == "Car sharing")
+        quote = httpx.post(
+            f"{url}/graphql",
+            json={
+                "query": 'query($s: ID!) { quote(serviceId: $s, usage: [{metric: "minutes", quantity: "30"}, {metric: "rental", quantity: "1"}]) { total { amount } } }',
+                "variables": {"s": car},
+            },
+            headers=headers,
+        ).json()
+        assert quote["data"]["quote"]["total"]["amount"] == "9.70"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
