@@ -4,6 +4,10 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
+WRITE_LOCK = "shareflow_write_lock"
+"Execution option: this transaction will write (SQLite takes its write lock at BEGIN)."
+
+
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -17,6 +21,15 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # Let SQLAlchemy's "begin" below decide how a transaction starts.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(connection) -> None:
+            # A writer takes the write lock up front: a deferred transaction that read first could
+            # find its snapshot stale at its first write and fail instead of waiting its turn.
+            immediate = connection.get_execution_options().get(WRITE_LOCK, False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -24,6 +37,11 @@ def create_engine(url: str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """Start the session's transaction as a writer (a no-op beyond SQLite)."""
+    await session.connection(execution_options={WRITE_LOCK: True})
 
 
 async def ping(engine: AsyncEngine) -> None:

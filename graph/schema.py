@@ -5,6 +5,7 @@ import decimal
 import strawberry
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 
 from graph.extensions import AuthenticationGate, ErrorShaping
 from graph.mutations.add_agreement import AgreementPayload, add_agreement
@@ -15,9 +16,14 @@ from graph.mutations.end_agreement import end_agreement
 from graph.mutations.issue_api_key import ApiKeyPayload, issue_api_key
 from graph.mutations.onboard_partner import OnboardPartnerPayload, onboard_partner
 from graph.mutations.revoke_api_key import revoke_api_key
-from graph.queries import Query
+from graph.mutations.record_usage import RecordUsagePayload, record_usage
+from graph.mutations.void_usage import VoidUsagePayload, void_usage
+from graph.queries import Query as PartiesQuery
 from graph.scalars import DecimalScalar
 from graph.types import Agreement, ApiKey, Network, Party, Service
+from graph.usage import UsageEvent, UsageQuery
+
+Query = merge_types("Query", (PartiesQuery, UsageQuery))
 
 
 @strawberry.type
@@ -32,12 +38,14 @@ class Mutation:
     end_agreement: AgreementPayload = strawberry.mutation(resolver=end_agreement)
     issue_api_key: ApiKeyPayload = strawberry.mutation(resolver=issue_api_key)
     revoke_api_key: ApiKeyPayload = strawberry.mutation(resolver=revoke_api_key)
+    record_usage: RecordUsagePayload = strawberry.mutation(resolver=record_usage)
+    void_usage: VoidUsagePayload = strawberry.mutation(resolver=void_usage)
 
 
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
-    types=[Network, Party, Service, Agreement, ApiKey],
+    types=[Network, Party, Service, Agreement, ApiKey, UsageEvent],
     config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar}),
     extensions=[
         AuthenticationGate,

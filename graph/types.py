@@ -14,7 +14,7 @@ from app.billing.periods import period_bounds
 from app.billing.pricing import Charge as ChargeValue
 from app.billing.pricing import ChargeModel
 from app.billing.waterfall import ShareBase, ShareKind
-from app.services import catalog, periods
+from app.services import catalog, flows, periods
 from app.services.access import sees_keys_of, sees_rule, visible_parties, visible_services
 from graph.context import Info
 from graph.ids import to_global_id
@@ -346,6 +346,11 @@ class Service(Node):
             key = periods.resolve(network, period, rt.now(), "period")
             plan = await catalog.plan_for(session, network.id, self.row.id, key)
         return [Charge.of(c) for c in catalog.charges_of(plan)]
+
+    @strawberry.field(description="What consumers paid for this service in the period, taken together.")
+    async def revenue(self, info: Info, period: str | None = None) -> Money | None:
+        amount = await flows.service_revenue(info.context.rt, info.context.party_principal(), self.row, period)
+        return None if amount is None else Money.of(amount, self.row.currency)
 
     @strawberry.field
     async def value_chain(self, info: Info, period: str | None = None) -> ValueChain:

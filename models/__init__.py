@@ -6,5 +6,18 @@ from models.network import Network
 from models.party import Party
 from models.period import ClosedPeriod
 from models.service import PricePlan, Service
+from models.usage import ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 
-__all__ = ["Agreement", "ApiKey", "ClosedPeriod", "Network", "Party", "PricePlan", "Service"]
+__all__ = [
+    "Agreement",
+    "ApiKey",
+    "ClosedPeriod",
+    "Network",
+    "Party",
+    "PricePlan",
+    "Service",
+    "ServiceRevenue",
+    "ServiceUsage",
+    "UsageEvent",
+    "UsageLine",
+]

@@ -54,3 +54,7 @@ def span(first: str, last: str) -> list[str]:
         keys.append(key)
         key = next_period(key)
     return keys
+
+
+async def closed_keys(session: AsyncSession, network_id: int) -> set[str]:
+    return set(await session.scalars(select(ClosedPeriod.key).where(ClosedPeriod.network_id == network_id)))

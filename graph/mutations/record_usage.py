@@ -1,0 +1,87 @@
+import strawberry
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
+from app.errors import DomainError
+from app.services import usage
+from graph.context import Info
+from graph.errors import UserError, user_errors
+from graph.ids import decode_id
+from graph.usage import UsageEvent
+
+
+@strawberry.enum
+class UsageStatus(Enum):
+    ACCEPTED = "ACCEPTED"
+    DUPLICATE = "DUPLICATE"
+    REJECTED = "REJECTED"
+
+
+@strawberry.input
+class UsageInput:
+    idempotency_key: str
+    service_id: strawberry.ID
+    consumer_ref: str = strawberry.field(description="The consumer's external reference; an unknown one creates the consumer.")
+    metric: str
+    quantity: Decimal
+    occurred_at: datetime
+
+
+@strawberry.type
+class UsageResult:
+    index: int
+    status: UsageStatus
+    event: UsageEvent | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RecordUsagePayload:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    results: list[UsageResult] = strawberry.field(default_factory=list)
+    errors: list[UserError] = strawberry.field(default_factory=list, description="Errors about the batch as a whole.")
+
+
+def _item(event: UsageInput) -> usage.UsageItem:
+    try:
+        service_id = decode_id(event.service_id, "Service")
+    except DomainError:
+        service_id = None
+    return usage.UsageItem(
+        idempotency_key=event.idempotency_key,
+        service_id=service_id,
+        consumer_ref=event.consumer_ref,
+        metric=event.metric,
+        quantity=event.quantity,
+        occurred_at=event.occurred_at,
+    )
+
+
+async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePayload:
+    principal = info.context.party_principal()
+    if len(events) > usage.MAX_BATCH:
+        return RecordUsagePayload(
+            rejected=len(events),
+            errors=[UserError(field=["events"], code="BATCH_TOO_LARGE", message=f"at most {usage.MAX_BATCH} events per batch")],
+        )
+    try:
+        recorded = await usage.record_usage(info.context.rt, principal, [_item(e) for e in events])
+    except DomainError as error:
+        return RecordUsagePayload(rejected=len(events), errors=user_errors(error))
+    return RecordUsagePayload(
+        accepted=recorded.count("ACCEPTED"),
+        duplicates=recorded.count("DUPLICATE"),
+        rejected=recorded.count("REJECTED"),
+        results=[
+            UsageResult(
+                index=index,
+                status=UsageStatus(result.status),
+                event=UsageEvent(row=result.event) if result.event else None,
+                errors=user_errors(DomainError(*result.problems)) if result.problems else [],
+            )
+            for index, result in enumerate(recorded.results)
+        ],
+    )
