@@ -1,0 +1,155 @@
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+RECORD = """
+mutation($events: [UsageInput!]!) {
+  recordUsage(events: $events) {
+    accepted duplicates rejected
+    results { index status event { idempotencyKey quantity metric consumer { name } } errors { field code } }
+    errors { field code }
+  }
+}"""
+REVENUE = """query($id: ID!) { service(id: $id) { revenue { amount currency } } }"""
+EVENTS = """{ usageEvents(first: 100) { edges { node { idempotencyKey quantity voided } } } }"""
+
+
+def event(service_id: str, key: str, **overrides) -> dict:
+    return {
+        "idempotencyKey": key,
+        "serviceId": service_id,
+        "consumerRef": "alice",
+        "metric": "minutes",
+        "quantity": "30",
+        "occurredAt": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        **overrides,
+    }
+
+
+async def record(api, key_of, events):
+    return (await api.data(RECORD, {"events": events}, key_of))["recordUsage"]
+
+
+async def revenue(api, mobility) -> str:
+    return (await api.data(REVENUE, {"id": mobility.service_id}, mobility.net.owner.key))["service"]["revenue"]["amount"]
+
+
+async def test_the_provider_records_a_rental_and_the_revenue_follows(api, mobility):
+    sid = mobility.service_id
+    payload = await record(api, mobility.citycar.key, [event(sid, "r1-minutes"), event(sid, "r1-rental", metric="rental", quantity="1")])
+    assert (payload["accepted"], payload["duplicates"], payload["rejected"]) == (2, 0, 0)
+    assert payload["results"][0]["event"] == {"idempotencyKey": "r1-minutes", "quantity": "30", "metric": "minutes", "consumer": {"name": "alice"}}
+    assert await revenue(api, mobility) == "9.70"
+
+
+async def test_the_same_key_and_payload_is_a_duplicate_that_returns_the_original(api, mobility):
+    first = event(mobility.service_id, "k1")
+    await record(api, mobility.citycar.key, [first])
+    again = await record(api, mobility.citycar.key, [first])
+    assert (again["accepted"], again["duplicates"]) == (0, 1)
+    assert again["results"][0]["status"] == "DUPLICATE"
+    assert again["results"][0]["event"]["idempotencyKey"] == "k1"
+    assert await revenue(api, mobility) == "8.70"
+
+
+async def test_the_same_key_with_another_payload_is_a_conflict(api, mobility):
+    await record(api, mobility.citycar.key, [event(mobility.service_id, "k1")])
+    payload = await record(api, mobility.citycar.key, [event(mobility.service_id, "k1", quantity="31")])
+    assert payload["results"][0]["status"] == "REJECTED"
+    assert payload["results"][0]["errors"] == [{"field": ["events", "0", "idempotencyKey"], "code": "IDEMPOTENCY_CONFLICT"}]
+    assert await revenue(api, mobility) == "8.70"
+
+
+async def test_a_key_twice_in_one_batch_is_stored_once(api, mobility):
+    e = event(mobility.service_id, "twice")
+    payload = await record(api, mobility.citycar.key, [e, e])
+    assert [r["status"] for r in payload["results"]] == ["ACCEPTED", "DUPLICATE"]
+    assert await revenue(api, mobility) == "8.70"
+
+
+async def test_the_owner_may_record_but_a_partner_is_forbidden_per_item(api, mobility):
+    sid = mobility.service_id
+    assert (await record(api, mobility.net.owner.key, [event(sid, "by-owner")]))["accepted"] == 1
+    payload = await record(api, mobility.helpdesk.key, [event(sid, "by-partner")])
+    assert payload["results"][0]["errors"] == [{"field": ["events", "0", "serviceId"], "code": "FORBIDDEN"}]
+    assert await revenue(api, mobility) == "8.70"
+
+
+async def test_another_networks_owner_finds_no_such_service(api, mobility):
+    from tests.graph.conftest import new_network
+
+    other = await new_network(api, "Other")
+    payload = await record(api, other.owner.key, [event(mobility.service_id, "intruder")])
+    assert payload["results"][0]["errors"] == [{"field": ["events", "0", "serviceId"], "code": "NOT_FOUND"}]
+
+
+FUTURE = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "code"),
+    [
+        ({"quantity": "-1"}, "quantity", "INVALID"),
+        ({"quantity": "1.0000001"}, "quantity", "TOO_MANY_DECIMALS"),
+        ({"quantity": "1000000001"}, "quantity", "QUANTITY_OVERFLOW"),
+        ({"quantity": "NaN"}, "quantity", "INVALID"),
+        ({"quantity": "Infinity"}, "quantity", "INVALID"),
+        ({"metric": "parsecs"}, "metric", "UNKNOWN_METRIC"),
+        ({"serviceId": "U2VydmljZTo5OTk5OTk="}, "serviceId", "NOT_FOUND"),
+        ({"serviceId": "garbage"}, "serviceId", "NOT_FOUND"),
+        ({"occurredAt": FUTURE}, "occurredAt", "INVALID"),
+        ({"occurredAt": "2026-11-20T10:00:00"}, "occurredAt", "INVALID"),
+        ({"occurredAt": "2001-01-01T00:00:00Z"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
+        ({"idempotencyKey": ""}, "idempotencyKey", "INVALID"),
+        ({"idempotencyKey": "k" * 300}, "idempotencyKey", "INVALID"),
+        ({"consumerRef": ""}, "consumerRef", "INVALID"),
+    ],
+    ids=[
+        "negative", "seven-decimals", "above-a-billion", "nan", "infinity", "uncharged-metric", "unknown-service",
+        "malformed-service-id", "future", "no-time-zone", "before-first-period", "empty-key", "300-char-key", "empty-consumer",
+    ],
+)
+async def test_a_bad_item_is_rejected_with_its_path_while_the_rest_of_the_batch_is_accepted(api, mobility, overrides, field, code):
+    sid = mobility.service_id
+    payload = await record(api, mobility.citycar.key, [event(sid, "good"), event(sid, "bad", **overrides)])
+    assert [r["status"] for r in payload["results"]] == ["ACCEPTED", "REJECTED"]
+    assert {"field": ["events", "1", field], "code": code} in payload["results"][1]["errors"]
+    keys = [e["node"]["idempotencyKey"] for e in (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"]]
+    assert keys == ["good"]
+    assert await revenue(api, mobility) == "8.70"
+
+
+async def test_a_batch_above_5000_events_is_refused_whole(api, mobility):
+    sid = mobility.service_id
+    payload = await record(api, mobility.citycar.key, [event(sid, f"k{i}") for i in range(5001)])
+    assert payload["errors"] == [{"field": ["events"], "code": "BATCH_TOO_LARGE"}]
+    assert payload["accepted"] == 0 and payload["results"] == []
+    assert (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"] == []
+
+
+async def test_a_consumer_reference_belongs_to_its_merchant_of_record(api, mobility):
+    net = mobility.net
+    reseller = await net.onboard("Reseller")
+    resold = await net.service("Resold cars", mobility.citycar, [{"metric": "minutes", "model": "PER_UNIT", "unitPrice": "0.30"}], billed_by=reseller)
+    await record(api, mobility.citycar.key, [event(mobility.service_id, "a1"), event(resold, "a2")])
+    consumers = (await api.data("{ network { parties(kind: CONSUMER) { edges { node { name } } } } }", key=net.owner.key))["network"]["parties"]["edges"]
+    assert [c["node"]["name"] for c in consumers] == ["alice", "alice"]
+
+
+async def test_twenty_concurrent_requests_with_one_key_store_one_event(api, mobility):
+    e = event(mobility.service_id, "raced")
+    payloads = await asyncio.gather(*(record(api, mobility.citycar.key, [e]) for _ in range(20)))
+    assert sorted(p["results"][0]["status"] for p in payloads) == ["ACCEPTED"] + ["DUPLICATE"] * 19
+    assert await revenue(api, mobility) == "8.70"
+
+
+async def test_usage_events_are_consumer_data_hidden_from_other_partners(api, mobility):
+    await record(api, mobility.citycar.key, [event(mobility.service_id, f"k{i}") for i in range(3)])
+    page = (await api.data("{ usageEvents(first: 2) { edges { cursor node { idempotencyKey } } pageInfo { hasNextPage endCursor } } }", key=mobility.citycar.key))["usageEvents"]
+    assert [e["node"]["idempotencyKey"] for e in page["edges"]] == ["k0", "k1"] and page["pageInfo"]["hasNextPage"]
+    rest = (await api.data("query($a: String) { usageEvents(first: 2, after: $a) { edges { node { idempotencyKey } } pageInfo { hasNextPage } } }", {"a": page["pageInfo"]["endCursor"]}, mobility.citycar.key))["usageEvents"]
+    assert [e["node"]["idempotencyKey"] for e in rest["edges"]] == ["k2"] and not rest["pageInfo"]["hasNextPage"]
+    assert (await api.data(EVENTS, key=mobility.fleetcare.key))["usageEvents"]["edges"] == []
+    hidden = (await api.data(REVENUE, {"id": mobility.service_id}, mobility.fleetcare.key))["service"]
+    assert hidden == {"revenue": None}
