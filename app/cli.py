@@ -1,4 +1,4 @@
-"""The `shareflow` command: serve, migrate, demo, create-network."""
+"""The `shareflow` command: serve, migrate, demo, create-network, import-usage."""
 
 import argparse
 import asyncio
@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from app.importer import FIELDS
 from app.settings import get_settings
 
 DEMO_KEYS = Path("shareflow-demo-keys.json")
@@ -70,6 +71,33 @@ async def _create_network(name: str, currency: str, owner_name: str, time_zone: 
     return {"networkId": to_global_id("Network", created.network.id), "ownerApiKey": created.owner_key}
 
 
+async def _import_usage(path: str, api_key: str, progress: bool) -> dict:
+    from dataclasses import asdict
+
+    from app.auth import authenticate
+    from app.errors import DomainError
+    from app.importer import import_usage
+    from graph.ids import decode_id
+
+    rt = _runtime()
+    try:
+        async with rt.sessions() as session:
+            principal = await authenticate(session, f"Bearer {api_key}", None, rt.keys)
+        if principal is None:
+            raise SystemExit("the API key is missing, unknown or revoked")
+
+        def decode_service(value: str) -> int | None:
+            try:
+                return decode_id(value, "Service")
+            except DomainError:
+                return None
+
+        report = await import_usage(rt, principal, Path(path), decode_service, progress)
+    finally:
+        await rt.close()
+    return asdict(report)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="shareflow", description="Shareflow, the revenue-sharing gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--owner-name", required=True)
     create.add_argument("--time-zone")
     create.add_argument("--first-period")
+    load = commands.add_parser("import-usage", help="record usage from a CSV or NDJSON file (re-runs double nothing)")
+    load.add_argument("file", help="CSV with a header, or .ndjson; fields: " + ", ".join(FIELDS))
+    load.add_argument("--api-key", default=os.environ.get("SHAREFLOW_API_KEY"), help="the recording party's key (or SHAREFLOW_API_KEY)")
+    load.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -106,6 +138,13 @@ def main(argv: list[str] | None = None) -> None:
             _create_network(args.name, args.currency, args.owner_name, args.time_zone, args.first_period)
         )
         print(json.dumps(result))
+    elif args.command == "import-usage":
+        if not args.api_key:
+            raise SystemExit("--api-key (or SHAREFLOW_API_KEY) is required")
+        report = asyncio.run(_import_usage(args.file, args.api_key, not args.no_progress))
+        print(json.dumps(report))
+        if report["rejected"]:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -84,3 +85,29 @@ def test_the_demo_serves_the_worked_example_with_a_printed_key(workdir):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_import_usage_records_a_file_once_however_often_it_runs(workdir):
+    run(workdir, "migrate")
+    keys = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in run(workdir, "demo").stdout.splitlines()[1:]}
+    csv_file = workdir["cwd"] / "usage.csv"
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    csv_file.write_text(
+        "idempotencyKey,serviceId,consumerRef,metric,quantity,occurredAt\n"
+        f"b1,U2VydmljZTox,alice,minutes,30,{now}\n"
+        f"b2,U2VydmljZTox,alice,rental,1,{now}\n"
+        f"b3,U2VydmljZTox,bob,minutes,1.0000001,{now}\n"
+    )
+    first = run(workdir, "import-usage", str(csv_file), "--api-key", keys["CityCar"], "--no-progress")
+    report = json.loads(first.stdout)
+    assert (report["accepted"], report["duplicates"], report["rejected"]) == (2, 0, 1)
+    assert report["problems"][0]["row"] == 3 and report["problems"][0]["code"] == "TOO_MANY_DECIMALS"
+    second = json.loads(run(workdir, "import-usage", str(csv_file), "--api-key", keys["CityCar"], "--no-progress").stdout)
+    assert (second["accepted"], second["duplicates"]) == (0, 2)
+
+
+def test_import_usage_refuses_an_unknown_key(workdir):
+    run(workdir, "migrate")
+    (workdir["cwd"] / "empty.ndjson").write_text("")
+    done = run(workdir, "import-usage", str(workdir["cwd"] / "empty.ndjson"), "--api-key", "sf_nope_nope")
+    assert done.returncode != 0 and "unknown" in done.stderr
