@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import strawberry
 
+from app.errors import DomainError
 from app.services import quotes
 from graph.context import Info
 from graph.ids import decode_id, split_global_id
@@ -24,6 +25,12 @@ async def _load(info: Info, type_name: str, key: int):
     return None if row is None else _NODE_TYPES[type_name](row=row)
 
 
+async def _service(info: Info, global_id: str, argument: str) -> Service | None:
+    info.context.party_principal()
+    row = await info.context.loaders.service_by_id.load(decode_id(global_id, "Service", argument))
+    return None if row is None else Service(row=row)
+
+
 @strawberry.input(description="One hypothetical usage event of one consumer.")
 class QuoteUsageInput:
     metric: str
@@ -36,7 +43,9 @@ class Query:
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         info.context.party_principal()
         parts = split_global_id(id)
-        if parts is None or parts[0] not in _NODE_TYPES or not parts[1].isdigit() or len(parts[1]) > 18:
+        if parts is None:
+            raise DomainError.of("NOT_FOUND", "not a global id", "id")
+        if parts[0] not in _NODE_TYPES or not parts[1].isdigit() or len(parts[1]) > 18:
             return None
         return await _load(info, parts[0], int(parts[1]))
 
@@ -62,13 +71,12 @@ class Query:
 
     @strawberry.field
     async def service(self, info: Info, id: strawberry.ID) -> Service | None:
-        info.context.party_principal()
-        row = await info.context.loaders.service_by_id.load(decode_id(id, "Service", "id"))
-        return None if row is None else Service(row=row)
+        return await _service(info, id, "id")
 
     @strawberry.field
     async def value_chain(self, info: Info, service_id: strawberry.ID, period: str | None = None) -> ValueChain | None:
-        service = await self.service(info, service_id)
+        # Root resolvers get no Query instance (the root value is None): share a plain helper.
+        service = await _service(info, service_id, "serviceId")
         if service is None:
             return None
         return await service.value_chain(info, period)

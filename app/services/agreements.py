@@ -91,15 +91,18 @@ def _rule_problems(rule: RuleDraft, metrics: list[str], exponent: int, path: tup
         max=rule.max,
     )
     problems = [Problem((*path, *p.path), p.code, p.message) for p in validate_leg(leg, metrics, exponent)]
+    extra = []
     if rule.base is not None and rule.kind != ShareKind.PERCENT:
-        problems.append(Problem((*path, "base"), "INVALID", "a base applies to PERCENT rules only"))
+        extra.append(Problem((*path, "base"), "INVALID", "a base applies to PERCENT rules only"))
     for field in ("percent", "amount", "weight", "min", "max"):
         value = getattr(rule, field)
         if value is not None and not value.is_finite():
-            problems.append(Problem((*path, field), "INVALID", "must be a finite number"))
+            extra.append(Problem((*path, field), "INVALID", "must be a finite number"))
     if rule.priority is not None and not 0 <= rule.priority <= 1_000_000:
-        problems.append(Problem((*path, "priority"), "INVALID", "must lie between 0 and 1000000"))
-    return problems
+        extra.append(Problem((*path, "priority"), "INVALID", "must lie between 0 and 1000000"))
+    # One problem per field: the billing core's comes first, these only fill what it does not check.
+    reported = {p.path for p in problems}
+    return problems + [p for p in extra if p.path not in reported]
 
 
 async def add_agreements(
@@ -219,5 +222,28 @@ async def end_agreement(rt: Runtime, principal: Principal, agreement_id: int, ef
         await periods.require_changeable(session, network, end, "input", "effectiveTo")
         if agreement.effective_to is not None:
             await periods.require_changeable(session, network, agreement.effective_to, "input", "effectiveTo")
+            if end > agreement.effective_to:
+                await _refuse_cycle_when_extended(session, agreement, agreement.effective_to, end)
         agreement.effective_to = end
     return agreement
+
+
+async def _refuse_cycle_when_extended(session: AsyncSession, agreement: Agreement, old_end: str, new_end: str) -> None:
+    """Moving an end later puts the agreement into periods [old_end, new_end) it was not in: the
+    agreements there may already pay its payer from its payee (added once this one had ended)."""
+    overlapping = await session.execute(
+        select(Agreement.payer_id, Agreement.payee_id).where(
+            Agreement.network_id == agreement.network_id,
+            Agreement.service_id == agreement.service_id,
+            Agreement.id != agreement.id,
+            Agreement.effective_from < new_end,
+            or_(Agreement.effective_to.is_(None), Agreement.effective_to > old_end),
+        )
+    )
+    if closes_cycle([tuple(row) for row in overlapping], (agreement.payer_id, agreement.payee_id)):
+        raise DomainError.of(
+            "AGREEMENT_CYCLE",
+            f"from {old_end} on, the payee already pays the payer, directly or through others",
+            "input",
+            "effectiveTo",
+        )

@@ -60,11 +60,14 @@ def charge_from_json(doc: dict) -> Charge:
 def check_charges(charges: list[Charge], *path: str) -> None:
     """Every problem of a plan, with its path below `path`."""
     problems = [Problem((*path, *p.path), p.code, p.message) for p in validate_charges(charges)]
+    reported = {p.path for p in problems}
     for index, charge in enumerate(charges):
         for attr, key in _DECIMAL_FIELDS.items():
             value = getattr(charge, attr)
-            if value is not None and not value.is_finite():
-                problems.append(Problem((*path, str(index), key), "INVALID", "must be a finite number"))
+            at = (*path, str(index), key)
+            # One problem per field: the billing core already refuses most non-finite values.
+            if value is not None and not value.is_finite() and at not in reported:
+                problems.append(Problem(at, "INVALID", "must be a finite number"))
     if problems:
         raise DomainError(*problems)
 
@@ -110,8 +113,9 @@ async def create_service(
     async with rt.sessions.begin() as session:
         network = await session.get(Network, principal.network_id)
         code = currency or network.currency
-        clean_name = validate.name(name, "input", "name")
+        values: dict[str, str] = {}
         validate.collect(
+            lambda: values.__setitem__("name", validate.name(name, "input", "name")),
             lambda: validate.currency(code, "input", "currency"),
             lambda: check_charges(charges, "input", "charges"),
         )
@@ -121,7 +125,7 @@ async def create_service(
         )
         await _party_in(session, network.id, billed_by_id, {"OWNER", "PARTNER", "PROVIDER"}, "input", "billedById")
         service = Service(
-            network_id=network.id, name=clean_name, currency=code, provider_id=provider.id, billed_by_id=billed_by_id
+            network_id=network.id, name=values["name"], currency=code, provider_id=provider.id, billed_by_id=billed_by_id
         )
         session.add(service)
         await session.flush()

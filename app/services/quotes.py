@@ -51,6 +51,11 @@ async def quote(
             raise not_found("service", "serviceId")
         network = await session.get(Network, service.network_id)
         key = periods.resolve(network, period, rt.now(), "period")
+        if key < network.first_period:
+            # No plan exists before the first period: say so, rather than that no metric is charged.
+            raise DomainError.of(
+                "BEFORE_FIRST_PERIOD", f"{key} lies before the network's first period {network.first_period}", "period"
+            )
         plan = await catalog.plan_for(session, network.id, service.id, key)
         charges = {c.metric: c for c in catalog.charges_of(plan)}
         problems: list[Problem] = []
