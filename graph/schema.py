@@ -3,7 +3,7 @@
 import decimal
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
@@ -42,6 +42,13 @@ class Mutation:
     void_usage: VoidUsagePayload = strawberry.mutation(resolver=void_usage)
 
 
+# The limit rules are built once: the validation cache keys on the rule classes, and a limiter
+# built per request would make fresh classes, so that no validation would ever hit the cache.
+_LIMITS = [
+    *QueryDepthLimiter(max_depth=12).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=30).validation_rules,
+]
+
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
@@ -50,8 +57,7 @@ schema = strawberry.Schema(
     extensions=[
         AuthenticationGate,
         ErrorShaping,
-        lambda: QueryDepthLimiter(max_depth=12),
-        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: AddValidationRules(_LIMITS),
         lambda: MaxTokensLimiter(max_token_count=5000),
         lambda: ParserCache(maxsize=512),  # the LRU lives at module level, shared by every request
         lambda: ValidationCache(maxsize=512),

@@ -2,10 +2,10 @@
 
 from decimal import Decimal
 
+from app.billing.money import QUANTITY_PLACES, decimal_places
 from app.errors import DomainError
 
 MAX_QUANTITY = Decimal(10) ** 9
-QUANTITY_PLACES = 6
 
 
 def check_quantity(quantity: Decimal, *path: str) -> Decimal:
@@ -14,7 +14,7 @@ def check_quantity(quantity: Decimal, *path: str) -> Decimal:
         raise DomainError.of("INVALID", "must be a finite number", *path)
     if quantity < 0:
         raise DomainError.of("INVALID", "must not be negative", *path)
-    if -quantity.as_tuple().exponent > QUANTITY_PLACES:
+    if decimal_places(quantity) > QUANTITY_PLACES:
         raise DomainError.of("TOO_MANY_DECIMALS", f"at most {QUANTITY_PLACES} decimals", *path)
     if quantity > MAX_QUANTITY:
         raise DomainError.of("QUANTITY_OVERFLOW", "at most 1000000000 units per event", *path)
