@@ -32,3 +32,11 @@ schema: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+
+# Benchmarks (bench/): `bench` rewrites bench/RESULTS.md; `bench-quick` runs smaller sizes in under
+# two minutes and writes bench/out/RESULTS-quick.md. wrk is installed from Debian's packages if missing.
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick

@@ -86,7 +86,7 @@ def wrk_version() -> str:
         return "absent"
     out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
     text = (out.stdout + out.stderr).strip().splitlines()
-    return text[0] if text else "unknown"
+    return text[0].split(" Copyright")[0] if text else "unknown"
 
 
 def machine() -> dict[str, str]:
@@ -99,7 +99,16 @@ def machine() -> dict[str, str]:
         "sqlite": sqlite3.sqlite_version,
         "os": f"{platform.system()} {platform.release()}",
         **versions(),
+        "wrk": wrk_version(),
+        "load average at start": load_average(),
     }
+
+
+def load_average() -> str:
+    """1/5/15-minute load: anything well above 0 means other work shared the machine during the run."""
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "unknown"
 
 
 # --- servers -------------------------------------------------------------------------------------
