@@ -9,6 +9,7 @@ from strawberry.dataloader import DataLoader
 
 from app.auth import Principal
 from app.runtime import Runtime
+from app.services import catalog, flows
 from app.services.access import visible_agreements, visible_parties, visible_services
 from app.services.agreements import in_force
 from models import Agreement, ApiKey, Network, Party, Service
@@ -61,26 +62,58 @@ def _keys_by_party(rt: Runtime, principal: Principal) -> DataLoader:
     return DataLoader(load_fn=load)
 
 
-def _chain_agreements(rt: Runtime, principal: Principal) -> DataLoader:
-    """Agreements in force, keyed by (service id, period), in waterfall order."""
+def _by_service_and_period(rt: Runtime, fetch, missing) -> DataLoader:
+    """A loader keyed by (service id, period): one `fetch(session, period, service_ids)` per
+    period in the batch, answering a dict by service id; `missing()` for services it leaves out."""
 
-    async def load(keys: list[tuple[int, str]]) -> list[list[Agreement]]:
-        grouped: dict[tuple[int, str], list[Agreement]] = defaultdict(list)
+    async def load(keys: list[tuple[int, str]]) -> list:
         by_period: dict[str, list[int]] = defaultdict(list)
         for service_id, period in keys:
             by_period[period].append(service_id)
+        found: dict[tuple[int, str], object] = {}
         async with rt.sessions() as session:
             for period, service_ids in by_period.items():
-                rows = await session.scalars(
-                    select(Agreement)
-                    .where(Agreement.service_id.in_(service_ids), in_force(period), visible_agreements(principal))
-                    .order_by(Agreement.priority, Agreement.id)
-                )
-                for row in rows:
-                    grouped[(row.service_id, period)].append(row)
-        return [grouped.get(key, []) for key in keys]
+                for service_id, value in (await fetch(session, period, service_ids)).items():
+                    found[(service_id, period)] = value
+        return [found[key] if key in found else missing() for key in keys]
 
     return DataLoader(load_fn=load)
+
+
+def _chain_agreements(rt: Runtime, principal: Principal) -> DataLoader:
+    """Agreements in force, keyed by (service id, period), in waterfall order."""
+
+    async def fetch(session, period: str, service_ids: list[int]) -> dict[int, list[Agreement]]:
+        rows = await session.scalars(
+            select(Agreement)
+            .where(Agreement.service_id.in_(service_ids), in_force(period), visible_agreements(principal))
+            .order_by(Agreement.priority, Agreement.id)
+        )
+        grouped: dict[int, list[Agreement]] = defaultdict(list)
+        for row in rows:
+            grouped[row.service_id].append(row)
+        return grouped
+
+    return _by_service_and_period(rt, fetch, list)
+
+
+def _plans(rt: Runtime, principal: Principal) -> DataLoader:
+    """The price plan in force, keyed by (service id, period); None where there is none."""
+
+    async def fetch(session, period: str, service_ids: list[int]):
+        return await catalog.plans_for(session, principal.network_id, service_ids, period)
+
+    return _by_service_and_period(rt, fetch, lambda: None)
+
+
+def _revenues(rt: Runtime, principal: Principal) -> DataLoader:
+    """Consumers' payments by (service id, period), in minor units; None for a caller who may not
+    see the service's consumer data."""
+
+    async def fetch(session, period: str, service_ids: list[int]):
+        return await flows.service_revenues(session, principal, principal.network_id, service_ids, period)
+
+    return _by_service_and_period(rt, fetch, lambda: None)
 
 
 @dataclass
@@ -92,6 +125,8 @@ class Loaders:
     agreements_by_party: DataLoader
     api_keys_by_party: DataLoader
     chain_agreements: DataLoader
+    plan_by_service_period: DataLoader
+    revenue_by_service_period: DataLoader
 
     @classmethod
     def build(cls, rt: Runtime, principal: Principal) -> "Loaders":
@@ -104,6 +139,8 @@ class Loaders:
             agreements_by_party=_agreements_by_party(rt, principal),
             api_keys_by_party=_keys_by_party(rt, principal),
             chain_agreements=_chain_agreements(rt, principal),
+            plan_by_service_period=_plans(rt, principal),
+            revenue_by_service_period=_revenues(rt, principal),
         )
 
 

@@ -11,18 +11,13 @@ from graph.ids import decode_id, split_global_id
 from graph.types import Agreement, Network, Node, Party, Principal, Service, ValueChain
 from graph.values import Quote
 
-_NODE_TYPES = {"Party": Party, "Service": Service, "Agreement": Agreement, "Network": Network}
-
-
-async def _load(info: Info, type_name: str, key: int):
-    loaders = info.context.loaders
-    row = await {
-        "Party": loaders.party_by_id,
-        "Service": loaders.service_by_id,
-        "Agreement": loaders.agreement_by_id,
-        "Network": loaders.network_by_id,
-    }[type_name].load(key)
-    return None if row is None else _NODE_TYPES[type_name](row=row)
+# Node types by global-id prefix, with the loader that finds what the caller may see.
+_NODES = {
+    "Party": (Party, lambda loaders: loaders.party_by_id),
+    "Service": (Service, lambda loaders: loaders.service_by_id),
+    "Agreement": (Agreement, lambda loaders: loaders.agreement_by_id),
+    "Network": (Network, lambda loaders: loaders.network_by_id),
+}
 
 
 async def _service(info: Info, global_id: str, argument: str) -> Service | None:
@@ -45,9 +40,11 @@ class Query:
         parts = split_global_id(id)
         if parts is None:
             raise DomainError.of("NOT_FOUND", "not a global id", "id")
-        if parts[0] not in _NODE_TYPES or not parts[1].isdigit() or len(parts[1]) > 18:
+        if parts[0] not in _NODES or not parts[1].isdigit() or len(parts[1]) > 18:
             return None
-        return await _load(info, parts[0], int(parts[1]))
+        node_type, loader = _NODES[parts[0]]
+        row = await loader(info.context.loaders).load(int(parts[1]))
+        return None if row is None else node_type(row=row)
 
     @strawberry.field
     async def me(self, info: Info) -> Principal:

@@ -14,7 +14,7 @@ from app.billing.periods import period_bounds
 from app.billing.pricing import Charge as ChargeValue
 from app.billing.pricing import ChargeModel
 from app.billing.waterfall import ShareBase, ShareKind
-from app.services import catalog, flows, periods
+from app.services import catalog, periods
 from app.services.access import sees_keys_of, sees_rule, visible_parties, visible_services
 from graph.context import Info
 from graph.ids import to_global_id
@@ -340,23 +340,23 @@ class Service(Node):
 
     @strawberry.field(description="The price plan in force in the period (the current one when left out).")
     async def charges(self, info: Info, period: str | None = None) -> list[Charge]:
-        rt = info.context.rt
-        async with rt.sessions() as session:
-            network = await session.get(NetworkRow, self.row.network_id)
-            key = periods.resolve(network, period, rt.now(), "period")
-            plan = await catalog.plan_for(session, network.id, self.row.id, key)
+        plan = await info.context.loaders.plan_by_service_period.load((self.row.id, await self._period(info, period)))
         return [Charge.of(c) for c in catalog.charges_of(plan)]
 
     @strawberry.field(description="What consumers paid for this service in the period, taken together.")
     async def revenue(self, info: Info, period: str | None = None) -> Money | None:
-        amount = await flows.service_revenue(info.context.rt, info.context.party_principal(), self.row, period)
+        key = (self.row.id, await self._period(info, period))
+        amount = await info.context.loaders.revenue_by_service_period.load(key)
         return None if amount is None else Money.of(amount, self.row.currency)
+
+    async def _period(self, info: Info, period: str | None) -> str:
+        """The period the caller named, or the current one in the network's time zone."""
+        network = await info.context.loaders.network_by_id.load(self.row.network_id)
+        return periods.resolve(network, period, info.context.rt.now(), "period")
 
     @strawberry.field
     async def value_chain(self, info: Info, period: str | None = None) -> ValueChain:
-        network = await info.context.loaders.network_by_id.load(self.row.network_id)
-        key = periods.resolve(network, period, info.context.rt.now(), "period")
-        return ValueChain(service=self, period=key)
+        return ValueChain(service=self, period=await self._period(info, period))
 
 
 @strawberry.type

@@ -72,16 +72,22 @@ def check_charges(charges: list[Charge], *path: str) -> None:
         raise DomainError(*problems)
 
 
-async def plan_for(session: AsyncSession, network_id: int, service_id: int, period: str) -> PricePlan | None:
-    """The plan in force for a service in a period."""
-    return await session.scalar(
+async def plans_for(session: AsyncSession, network_id: int, service_ids: list[int], period: str) -> dict[int, PricePlan]:
+    """The plans in force in a period, by service id; one statement for any number of services."""
+    rows = await session.scalars(
         select(PricePlan).where(
             PricePlan.network_id == network_id,
-            PricePlan.service_id == service_id,
+            PricePlan.service_id.in_(service_ids),
             PricePlan.effective_from <= period,
             or_(PricePlan.effective_to.is_(None), PricePlan.effective_to > period),
         )
     )
+    return {plan.service_id: plan for plan in rows}
+
+
+async def plan_for(session: AsyncSession, network_id: int, service_id: int, period: str) -> PricePlan | None:
+    """The plan in force for a service in a period."""
+    return (await plans_for(session, network_id, [service_id], period)).get(service_id)
 
 
 def charges_of(plan: PricePlan | None) -> list[Charge]:

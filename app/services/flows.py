@@ -103,17 +103,19 @@ async def revenue_flows(
     return flows
 
 
-async def service_revenue(rt: Runtime, principal: Principal, service: Service, period: str | None) -> int | None:
-    """What consumers paid for the service in the period, for those who may see consumer data."""
-    async with rt.sessions() as session:
-        allowed = await session.scalar(select(Service.id).where(Service.id == service.id, consumer_data_services(principal)))
-        if allowed is None:
-            return None
-        network = await session.get(Network, service.network_id)
-        key = periods.resolve(network, period, rt.now(), "period")
-        amount = await session.scalar(
-            select(ServiceRevenue.amount).where(
-                ServiceRevenue.network_id == network.id, ServiceRevenue.period == key, ServiceRevenue.service_id == service.id
-            )
+async def service_revenues(
+    session: AsyncSession, principal: Principal, network_id: int, service_ids: list[int], period: str
+) -> dict[int, int]:
+    """What consumers paid for each service in the period (minor units), only for the services
+    whose consumer data the principal may see; the others are absent."""
+    rows = await session.execute(
+        select(Service.id, ServiceRevenue.amount)
+        .outerjoin(
+            ServiceRevenue,
+            (ServiceRevenue.network_id == Service.network_id)
+            & (ServiceRevenue.service_id == Service.id)
+            & (ServiceRevenue.period == period),
         )
-    return amount or 0
+        .where(Service.network_id == network_id, Service.id.in_(service_ids), consumer_data_services(principal))
+    )
+    return {service_id: amount or 0 for service_id, amount in rows}

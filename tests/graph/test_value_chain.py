@@ -146,3 +146,25 @@ async def test_the_number_of_queries_does_not_grow_with_the_chain(api, rt):
     assert len(large_data["valueChain"]["parties"]) == 52
     assert small_count == large_count
     assert large_count <= 10
+
+
+SERVICES_WITH_PLANS = """
+{ network { services { edges { node { name charges { metric } revenue { amount } valueChain { agreements { id } } } } } } }"""
+
+
+async def test_listing_services_with_plans_and_revenue_does_not_query_per_service(api, rt):
+    async def network_with_services(count: int):
+        net = await new_network(api, f"{count} services")
+        provider = await net.onboard("Provider", "PROVIDER")
+        for index in range(count):
+            await net.service(f"Service {index}", provider, CAR_SHARING_CHARGES)
+        return net
+
+    few, many = await network_with_services(2), await network_with_services(12)
+    few_data, few_count = await _statements(api, rt, SERVICES_WITH_PLANS, {}, few.owner.key)
+    many_data, many_count = await _statements(api, rt, SERVICES_WITH_PLANS, {}, many.owner.key)
+    edges = many_data["network"]["services"]["edges"]
+    assert len(edges) == 12 and len(few_data["network"]["services"]["edges"]) == 2
+    assert all(edge["node"]["charges"] == [{"metric": "minutes"}, {"metric": "rental"}] for edge in edges)
+    assert all(edge["node"]["revenue"] == {"amount": "0.00"} for edge in edges)
+    assert few_count == many_count

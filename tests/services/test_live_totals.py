@@ -102,4 +102,6 @@ async def test_live_flows_equal_a_full_recomputation_from_the_events(rt, seed):
     expected_root, expected_flows = await recompute(rt, network, service, period)
     live = await flows.revenue_flows(rt, owner, period)
     assert {(f.payer_id, f.payee_id): f.amount for f in live} == dict(expected_flows)
-    assert await flows.service_revenue(rt, owner, service, period) == expected_root
+    async with rt.sessions() as session:
+        revenue = await flows.service_revenues(session, owner, network.id, [service.id], period)
+    assert revenue == {service.id: expected_root}
