@@ -21,9 +21,10 @@ from graph.mutations.void_usage import VoidUsagePayload, void_usage
 from graph.queries import Query as PartiesQuery
 from graph.scalars import DecimalScalar
 from graph.types import Agreement, ApiKey, Network, Party, Service
+from graph.statements import Statement, StatementQuery
 from graph.usage import UsageEvent, UsageQuery
 
-Query = merge_types("Query", (PartiesQuery, UsageQuery))
+Query = merge_types("Query", (PartiesQuery, UsageQuery, StatementQuery))
 
 
 @strawberry.type
@@ -52,7 +53,7 @@ _LIMITS = [
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
-    types=[Network, Party, Service, Agreement, ApiKey, UsageEvent],
+    types=[Network, Party, Service, Agreement, ApiKey, UsageEvent, Statement],
     config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar}),
     extensions=[
         AuthenticationGate,
