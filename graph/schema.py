@@ -10,6 +10,7 @@ from strawberry.tools import merge_types
 from graph.extensions import AuthenticationGate, ErrorShaping
 from graph.mutations.add_agreement import AgreementPayload, add_agreement
 from graph.mutations.change_price_plan import change_price_plan
+from graph.mutations.close_period import ClosePeriodPayload, close_period
 from graph.mutations.create_network import CreateNetworkPayload, create_network
 from graph.mutations.create_service import CreateServicePayload, create_service
 from graph.mutations.end_agreement import end_agreement
@@ -41,6 +42,7 @@ class Mutation:
     revoke_api_key: ApiKeyPayload = strawberry.mutation(resolver=revoke_api_key)
     record_usage: RecordUsagePayload = strawberry.mutation(resolver=record_usage)
     void_usage: VoidUsagePayload = strawberry.mutation(resolver=void_usage)
+    close_period: ClosePeriodPayload = strawberry.mutation(resolver=close_period)
 
 
 # The limit rules are built once: the validation cache keys on the rule classes, and a limiter

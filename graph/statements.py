@@ -1,4 +1,4 @@
-"""Statements in the API: drafts while the period is open."""
+"""Statements in the API: live drafts while a period is open, final once it is closed."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ from enum import Enum
 import strawberry
 
 from app.billing.settlement import Direction
-from app.services import statements
+from sqlalchemy import or_, select
+
+from app.services import periods, settlement
+from app.services.access import visible_parties
 from graph.context import Info
-from graph.ids import decode_id, to_global_id
-from graph.types import Money, Node, Party, Service
+from graph.ids import decode_id, decode_optional, to_global_id
+from graph.pagination import encode_cursor, paginate
+from graph.types import Money, Node, PageInfo, Party, Service
+from models import FinalStatement
+from models import Party as PartyRow
 from graph.values import ChargeLine
 
 
@@ -45,7 +51,7 @@ class StatementLine:
 
 @strawberry.type
 class Statement(Node):
-    value: strawberry.Private[statements.Statement]
+    value: strawberry.Private[settlement.Statement]
 
     @strawberry.field
     def id(self) -> strawberry.ID:
@@ -110,13 +116,51 @@ class Statement(Node):
 
 
 @strawberry.type
+class StatementEdge:
+    cursor: str
+    node: Statement
+
+
+@strawberry.type
+class StatementConnection:
+    edges: list[StatementEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
 class StatementQuery:
     @strawberry.field
     async def statement(
         self, info: Info, party_id: strawberry.ID, period: str, currency: str | None = None
     ) -> Statement | None:
         principal = info.context.party_principal()
-        value = await statements.draft_statement(
+        value = await settlement.statement(
             info.context.rt, principal, decode_id(party_id, "Party", "partyId"), period, currency
         )
         return None if value is None else Statement(value=value)
+
+    @strawberry.field
+    async def statements(
+        self, info: Info, period: str, party_id: strawberry.ID | None = None, first: int | None = None, after: str | None = None
+    ) -> StatementConnection:
+        """The final statements of a closed period, in number order; an open period has none yet."""
+        principal = info.context.party_principal()
+        stmt = select(FinalStatement).where(
+            FinalStatement.network_id == principal.network_id,
+            FinalStatement.period == periods.parse_key(period, "period"),
+        )
+        if not principal.is_owner:
+            consumers = select(PartyRow.id).where(visible_parties(principal), PartyRow.kind == "CONSUMER")
+            stmt = stmt.where(or_(FinalStatement.party_id == principal.party_id, FinalStatement.party_id.in_(consumers)))
+        party = decode_optional(party_id, "Party", "partyId")
+        if party is not None:
+            stmt = stmt.where(FinalStatement.party_id == party)
+        rt = info.context.rt
+        async with rt.sessions() as session:
+            page = await paginate(session, rt, stmt, FinalStatement.id, first, after)
+            parties = {p.id: p for p in await session.scalars(select(PartyRow).where(PartyRow.id.in_({r.party_id for r in page.rows})))}
+            values = await settlement.final_statements(session, page.rows, parties)
+        return StatementConnection(
+            edges=[StatementEdge(cursor=encode_cursor(row.id), node=Statement(value=value)) for row, value in zip(page.rows, values)],
+            page_info=PageInfo.of(page),
+        )

@@ -6,12 +6,17 @@ from models.network import Network
 from models.party import Party
 from models.period import ClosedPeriod
 from models.service import PricePlan, Service
+from models.settlement import FinalStatement, FinalStatementCharge, FinalStatementLine, LedgerEntry
 from models.usage import ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 
 __all__ = [
     "Agreement",
     "ApiKey",
     "ClosedPeriod",
+    "FinalStatement",
+    "FinalStatementCharge",
+    "FinalStatementLine",
+    "LedgerEntry",
     "Network",
     "Party",
     "PricePlan",

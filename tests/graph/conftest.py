@@ -132,8 +132,10 @@ class Mobility:
     callcenter: Member
 
 
-async def mobility_network(api: Api) -> Mobility:
-    net = await new_network(api, "Mobility")
+async def mobility_network(api: Api, first_period: str | None = None) -> Mobility:
+    """The example; with `first_period`, a backfill network whose agreements start then."""
+    extra = {"firstPeriod": first_period} if first_period else {}
+    net = await new_network(api, "Mobility", **extra)
     citycar = await net.onboard("CityCar", "PROVIDER")
     fleetcare = await net.onboard("FleetCare")
     parkspace = await net.onboard("ParkSpace")
@@ -147,7 +149,7 @@ async def mobility_network(api: Api) -> Mobility:
         (citycar, fleetcare, {"kind": "PER_EVENT", "amount": "0.50", "metric": "rental"}),
         (helpdesk, callcenter, {"kind": "PERCENT", "percent": "40"}),
     ]:
-        payload = await net.agree(payer, payee, service, rule)
+        payload = await net.agree(payer, payee, service, rule, **({"effectiveFrom": first_period} if first_period else {}))
         assert payload["errors"] == [], payload["errors"]
     return Mobility(net, service, citycar, fleetcare, parkspace, helpdesk, callcenter)
 

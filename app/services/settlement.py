@@ -1,0 +1,295 @@
+"""Settlement: statements (live drafts of open periods, final ones of closed periods), closing a
+period into final statements and booked entries, and corrections of closed periods.
+
+The books are `ledger_entries`: closing books a period's flows, a correction books the signed
+difference between a closed period recomputed and what was booked for it, into the oldest open
+period. Every entry debits its payer and credits its payee, so the books always sum to zero.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Principal
+from app.billing.money import from_micros, to_micros
+from app.billing.periods import next_period, period_bounds
+from app.billing.settlement import Direction, Entry, StatementLine, Totals, corrections, split_entries, statement_lines, totals
+from app.db import begin_write
+from app.errors import AccessDenied, DomainError
+from app.runtime import Runtime
+from app.services import periods, validate
+from app.services.access import visible_parties
+from app.services.flows import service_splits
+from models import (
+    ClosedPeriod,
+    FinalStatement,
+    FinalStatementCharge,
+    FinalStatementLine,
+    LedgerEntry,
+    Network,
+    Party,
+    Service,
+    UsageLine,
+)
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """A consumer's charge line for one service and metric (quantity exact, amount in minor units)."""
+
+    service_id: int
+    metric: str
+    quantity: Decimal
+    events: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    party: Party
+    period: str
+    currency: str
+    status: str
+    "DRAFT while the period is open, FINAL once closed."
+    number: str | None
+    lines: list[StatementLine]
+    charges: list[InvoiceLine]
+    "A consumer's invoice lines; empty for other parties."
+
+    @property
+    def totals(self) -> Totals:
+        return totals(self.lines)
+
+
+async def oldest_open_period(session: AsyncSession, network: Network) -> str:
+    """Periods close oldest first, so the oldest open one follows the newest closed one."""
+    newest = await session.scalar(select(func.max(ClosedPeriod.key)).where(ClosedPeriod.network_id == network.id))
+    return next_period(newest) if newest else network.first_period
+
+
+async def consumer_payments(
+    session: AsyncSession, network_id: int, period: str, service_ids: list[int], consumer_id: int | None = None
+) -> dict[int, dict[int, int]]:
+    """What each consumer pays for each service in the period: {service: {consumer: minor units}}."""
+    stmt = (
+        select(UsageLine.service_id, UsageLine.consumer_id, func.sum(UsageLine.amount))
+        .where(UsageLine.network_id == network_id, UsageLine.period == period, UsageLine.service_id.in_(service_ids))
+        .group_by(UsageLine.service_id, UsageLine.consumer_id)
+    )
+    if consumer_id is not None:
+        stmt = stmt.where(UsageLine.consumer_id == consumer_id)
+    payments: dict[int, dict[int, int]] = defaultdict(dict)
+    for service_id, consumer, amount in await session.execute(stmt):
+        if amount:
+            payments[service_id][consumer] = int(amount)
+    return payments
+
+
+async def period_entries(
+    session: AsyncSession, network: Network, services: list[Service], period: str, consumer_id: int | None = None
+) -> list[Entry]:
+    """A period's entries recomputed from the running totals: every consumer's payment (only
+    `consumer_id`'s when given) and every flow of the waterfall."""
+    payments = await consumer_payments(session, network.id, period, [s.id for s in services], consumer_id)
+    entries = []
+    for split in await service_splits(session, network, services, period):
+        service = split.service
+        entries += split_entries(service.id, service.billed_by_id, payments.get(service.id, {}), split.split)
+    return entries
+
+
+async def _consumers_together(session: AsyncSession, network: Network, services: list[Service], period: str) -> list[Entry]:
+    """A period's entries with each service's consumers as one payer: enough for any statement but
+    a consumer's own, and it does not grow with the number of consumers."""
+    entries = []
+    for split in await service_splits(session, network, services, period):
+        payments = {None: split.revenue} if split.revenue else {}
+        entries += split_entries(split.service.id, split.service.billed_by_id, payments, split.split)
+    return entries
+
+
+def _entry(row: LedgerEntry, consumers: set[int]) -> Entry:
+    return Entry(row.service_id, row.payer_id, row.payee_id, row.amount, row.payer_id in consumers, row.adjustment,
+                 row.origin_period if row.adjustment else None)
+
+
+async def _booked(session: AsyncSession, network_id: int, *conditions) -> list[Entry]:
+    rows = list(await session.scalars(select(LedgerEntry).where(LedgerEntry.network_id == network_id, *conditions).order_by(LedgerEntry.id)))
+    consumers = set(
+        await session.scalars(
+            select(Party.id).where(Party.id.in_({r.payer_id for r in rows}), Party.kind == "CONSUMER")
+        )
+    ) if rows else set()
+    return [_entry(row, consumers) for row in rows]
+
+
+def may_see_statement(principal: Principal, party: Party) -> bool:
+    """The owner sees every statement, a party its own; a consumer's invoice is consumer data, for
+    whoever may see that consumer (its merchant of record, the provider of its services)."""
+    if principal.network_id != party.network_id:
+        return False
+    return principal.is_owner or principal.party_id == party.id or party.kind == "CONSUMER"
+
+
+async def statement(
+    rt: Runtime, principal: Principal, party_id: int, period: str | None, currency: str | None
+) -> Statement | None:
+    """A party's statement: the final one of a closed period, else the live draft. None for a
+    party the caller may not see. Raises DomainError INVALID_PERIOD or INVALID_CURRENCY."""
+    async with rt.sessions() as session:
+        party = await session.scalar(select(Party).where(Party.id == party_id, visible_parties(principal)))
+        if party is None or not may_see_statement(principal, party):
+            return None
+        network = await session.get(Network, party.network_id)
+        key = periods.resolve(network, period, rt.now(), "period")
+        code = validate.currency(currency or network.currency, "currency")
+        if await periods.is_closed(session, network.id, key):
+            return await _final(session, party, key, code)
+        services = list(await session.scalars(select(Service).where(Service.network_id == network.id, Service.currency == code).order_by(Service.id)))
+        ids = [s.id for s in services]
+        consumer = party.id if party.kind == "CONSUMER" else None
+        if consumer is None:
+            entries = await _consumers_together(session, network, services, key)
+        else:
+            entries = await period_entries(session, network, services, key, consumer)
+        entries += await _booked(session, network.id, LedgerEntry.booked_period == key, LedgerEntry.service_id.in_(ids))
+        charges = await _invoice_lines(session, network.id, party.id, key, ids) if consumer else []
+    return Statement(party, key, code, "DRAFT", None, statement_lines(party.id, entries), charges)
+
+
+async def _invoice_lines(session, network_id: int, consumer_id: int, period: str, service_ids: list[int]) -> list[InvoiceLine]:
+    rows = await session.scalars(
+        select(UsageLine)
+        .where(
+            UsageLine.network_id == network_id,
+            UsageLine.period == period,
+            UsageLine.consumer_id == consumer_id,
+            UsageLine.service_id.in_(service_ids),
+            UsageLine.events > 0,
+        )
+        .order_by(UsageLine.service_id, UsageLine.metric)
+    )
+    return [InvoiceLine(r.service_id, r.metric, from_micros(r.quantity).normalize(), r.events, r.amount) for r in rows]
+
+
+async def _final(session: AsyncSession, party: Party, period: str, currency: str) -> Statement:
+    row = await session.scalar(
+        select(FinalStatement).where(
+            FinalStatement.network_id == party.network_id,
+            FinalStatement.party_id == party.id,
+            FinalStatement.period == period,
+            FinalStatement.currency == currency,
+        )
+    )
+    if row is None:  # nothing moved for this party: its final statement is empty
+        return Statement(party, period, currency, "FINAL", None, [], [])
+    return (await final_statements(session, [row], {party.id: party}))[0]
+
+
+async def final_statements(session: AsyncSession, rows: list[FinalStatement], parties: dict[int, Party]) -> list[Statement]:
+    """Final statements with their lines and charges, two statements for any number of them."""
+    ids = [r.id for r in rows]
+    lines: dict[int, list[StatementLine]] = defaultdict(list)
+    for line in await session.scalars(select(FinalStatementLine).where(FinalStatementLine.statement_id.in_(ids)).order_by(FinalStatementLine.id)):
+        lines[line.statement_id].append(
+            StatementLine(line.counterparty_id, line.service_id, Direction(line.direction), line.amount, line.adjustment, line.origin_period)
+        )
+    charges: dict[int, list[InvoiceLine]] = defaultdict(list)
+    for charge in await session.scalars(select(FinalStatementCharge).where(FinalStatementCharge.statement_id.in_(ids)).order_by(FinalStatementCharge.id)):
+        charges[charge.statement_id].append(
+            InvoiceLine(charge.service_id, charge.metric, from_micros(charge.quantity).normalize(), charge.events, charge.amount)
+        )
+    return [Statement(parties[r.party_id], r.period, r.currency, "FINAL", r.number, lines[r.id], charges[r.id]) for r in rows]
+
+
+async def close_period(rt: Runtime, principal: Principal, key: str) -> tuple[str, int]:
+    """Freeze the oldest open period once its month has ended: book its flows and write one final
+    statement per party and currency, numbered without gaps; all in one transaction, so a close
+    that dies leaves the period open with nothing written. Returns (period, statements issued)."""
+    if not principal.is_owner:
+        raise AccessDenied("only the network's owner may close periods")
+    periods.parse_key(key, "period")
+    async with rt.sessions() as session:
+        await begin_write(session)
+        network = await session.get(Network, principal.network_id)
+        if await periods.is_closed(session, network.id, key):
+            raise DomainError.of("PERIOD_CLOSED", f"period {key} is closed already", "period")
+        if key < network.first_period:
+            raise DomainError.of("BEFORE_FIRST_PERIOD", f"the first period is {network.first_period}", "period")
+        oldest = await oldest_open_period(session, network)
+        if key != oldest:
+            raise DomainError.of("PERIOD_NOT_OLDEST", f"the oldest open period is {oldest}", "period")
+        if period_bounds(key, network.time_zone)[1] > rt.now():
+            raise DomainError.of("PERIOD_NOT_ENDED", f"period {key} has not ended yet", "period")
+        session.add(ClosedPeriod(network_id=network.id, key=key, closed_at=rt.now()))
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise DomainError.of("PERIOD_CLOSED", f"period {key} was closed by another request", "period") from None
+        services = list(await session.scalars(select(Service).where(Service.network_id == network.id).order_by(Service.id)))
+        currency_of = {s.id: s.currency for s in services}
+        entries = [e for e in await period_entries(session, network, services, key) if e.amount]
+        session.add_all(
+            LedgerEntry(network_id=network.id, booked_period=key, origin_period=key, service_id=e.service, payer_id=e.payer,
+                        payee_id=e.payee, currency=currency_of[e.service], amount=e.amount)
+            for e in entries
+        )
+        entries += await _booked(session, network.id, LedgerEntry.booked_period == key, LedgerEntry.adjustment.is_(True))
+        count = await _write_statements(session, network, key, entries, currency_of)
+        await session.commit()
+    return key, count
+
+
+async def _write_statements(session: AsyncSession, network: Network, period: str, entries: list[Entry], currency_of: dict[int, str]) -> int:
+    by_currency: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        by_currency[currency_of[entry.service]].append(entry)
+    consumers = set(
+        await session.scalars(select(Party.id).where(Party.network_id == network.id, Party.kind == "CONSUMER"))
+    )
+    seq = 0
+    for currency in sorted(by_currency):
+        group = by_currency[currency]
+        for party_id in sorted({e.payer for e in group} | {e.payee for e in group}):
+            lines = statement_lines(party_id, group)
+            if not lines:
+                continue
+            seq += 1
+            sums = totals(lines)
+            row = FinalStatement(network_id=network.id, party_id=party_id, period=period, currency=currency, seq=seq,
+                                 number=f"ST-{period}-{seq:06d}", receivable=sums.receivable, payable=sums.payable)
+            session.add(row)
+            await session.flush()
+            session.add_all(
+                FinalStatementLine(network_id=network.id, statement_id=row.id, counterparty_id=l.counterparty, service_id=l.service,
+                                   direction=l.direction.value, amount=l.amount, adjustment=l.adjustment, origin_period=l.origin_period)
+                for l in lines
+            )
+            if party_id in consumers:
+                service_ids = [s for s, c in currency_of.items() if c == currency]
+                session.add_all(
+                    FinalStatementCharge(network_id=network.id, statement_id=row.id, service_id=c.service_id, metric=c.metric,
+                                         quantity=to_micros(c.quantity), events=c.events, amount=c.amount)
+                    for c in await _invoice_lines(session, network.id, party_id, period, service_ids)
+                )
+    return seq
+
+
+async def book_corrections(session: AsyncSession, network: Network, services: list[Service], period: str) -> None:
+    """After a change to a closed period's totals: book the difference of every flow of these
+    services, against what was booked for the period already, into the oldest open period."""
+    currency_of = {s.id: s.currency for s in services}
+    ids = list(currency_of)
+    recomputed = await period_entries(session, network, services, period)
+    booked = await _booked(session, network.id, LedgerEntry.origin_period == period, LedgerEntry.service_id.in_(ids))
+    into = await oldest_open_period(session, network)
+    session.add_all(
+        LedgerEntry(network_id=network.id, booked_period=into, origin_period=period, adjustment=True, service_id=e.service,
+                    payer_id=e.payer, payee_id=e.payee, currency=currency_of[e.service], amount=e.amount)
+        for e in corrections(recomputed, booked, period)
+    )
+    await session.flush()
