@@ -1,4 +1,4 @@
-"""The `shareflow` command: serve, migrate, demo, create-network, import-usage."""
+"""The `shareflow` command: serve, migrate, demo, create-network, import-usage, close-period."""
 
 import argparse
 import asyncio
@@ -71,20 +71,44 @@ async def _create_network(name: str, currency: str, owner_name: str, time_zone: 
     return {"networkId": to_global_id("Network", created.network.id), "ownerApiKey": created.owner_key}
 
 
+async def _principal(rt, api_key: str):
+    """The party behind a key, as the API would see it; exits when the key does not work."""
+    from app.auth import authenticate
+
+    async with rt.sessions() as session:
+        principal = await authenticate(session, f"Bearer {api_key}", None, rt.keys)
+    if principal is None:
+        raise SystemExit("the API key is missing, unknown or revoked")
+    return principal
+
+
+async def _close_period(period: str, api_key: str) -> dict:
+    from app.errors import AccessDenied, DomainError
+    from app.services.settlement import close_period
+
+    rt = _runtime()
+    try:
+        principal = await _principal(rt, api_key)
+        try:
+            key, count = await close_period(rt, principal, period)
+        except (DomainError, AccessDenied) as error:
+            print(json.dumps({"errors": [{"code": getattr(error, "code", "FORBIDDEN"), "message": str(error)}]}), file=sys.stderr)
+            raise SystemExit(2) from None
+    finally:
+        await rt.close()
+    return {"period": key, "statementCount": count}
+
+
 async def _import_usage(path: str, api_key: str, progress: bool) -> dict:
     from dataclasses import asdict
 
-    from app.auth import authenticate
     from app.errors import DomainError
     from app.importer import import_usage
     from graph.ids import decode_id
 
     rt = _runtime()
     try:
-        async with rt.sessions() as session:
-            principal = await authenticate(session, f"Bearer {api_key}", None, rt.keys)
-        if principal is None:
-            raise SystemExit("the API key is missing, unknown or revoked")
+        principal = await _principal(rt, api_key)
 
         def decode_service(value: str) -> int | None:
             try:
@@ -117,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("file", help="CSV with a header, or .ndjson; fields: " + ", ".join(FIELDS))
     load.add_argument("--api-key", default=os.environ.get("SHAREFLOW_API_KEY"), help="the recording party's key (or SHAREFLOW_API_KEY)")
     load.add_argument("--no-progress", action="store_true")
+    closing = commands.add_parser("close-period", help="close the oldest open period into final statements (the owner's key)")
+    closing.add_argument("period", help='e.g. "2026-10"')
+    closing.add_argument("--api-key", default=os.environ.get("SHAREFLOW_API_KEY"), help="the owner's key (or SHAREFLOW_API_KEY)")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -138,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
             _create_network(args.name, args.currency, args.owner_name, args.time_zone, args.first_period)
         )
         print(json.dumps(result))
+    elif args.command == "close-period":
+        if not args.api_key:
+            raise SystemExit("--api-key (or SHAREFLOW_API_KEY) is required")
+        print(json.dumps(asyncio.run(_close_period(args.period, args.api_key))))
     elif args.command == "import-usage":
         if not args.api_key:
             raise SystemExit("--api-key (or SHAREFLOW_API_KEY) is required")
