@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     future_tolerance_seconds: int = 300
     "How far in the future an event's occurredAt may lie (clock skew of integrators)."
     auth_cache_seconds: float = 2.0
-    "How long a process trusts a verified key before asking the database again."
+    "How long a process trusts a verified key, with its party and network rows, before asking the database again."
 
 
 @lru_cache

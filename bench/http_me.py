@@ -102,7 +102,8 @@ def run(cfg: Config) -> Section:
         notes.append(f"**Errors or non-2xx responses seen**: {bad}")
     method = (
         f"`shareflow serve` (one uvicorn worker, SQLite on a fresh temporary file, `shareflow demo` seeded, the "
-        f"default 2 s key cache) and `bench/plain_app.py` (same `uvicorn.run` settings, access log on, returning "
+        f"default 2 s key cache) and `bench/plain_app.py` (same `uvicorn.run` settings, access log on, `gc.freeze()` at "
+        f"start-up as the app does, returning "
         f"the same bytes) under `wrk -t1 -c{CONNECTIONS} -d{seconds}s` from 127.0.0.1 with `bench/post.lua` "
         f"(POST, JSON body, `Authorization: Bearer`), after a {warmup}s warm-up; median of {RUNS} interleaved runs. "
         "The `{ __typename }` row goes through the same GraphQL stack without touching a resolver."

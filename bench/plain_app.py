@@ -6,6 +6,8 @@ worker, log level info with the access log on, uvloop and httptools when install
 """
 
 import argparse
+import contextlib
+import gc
 import os
 from pathlib import Path
 
@@ -25,7 +27,13 @@ def create_app() -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"]), Route("/healthz", healthz)])
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        gc.collect()
+        gc.freeze()  # as app/main.py does at start-up, so that neither side pays for the other's choice
+        yield
+
+    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"]), Route("/healthz", healthz)], lifespan=lifespan)
 
 
 def main() -> None:

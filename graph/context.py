@@ -1,30 +1,49 @@
 """The per-request context: the runtime, the caller, and loaders built for that caller."""
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 
-from app.auth import Principal
+from app.auth import Caller, Principal
 from app.runtime import Runtime
 from graph.loaders import Loaders
 
 
-@dataclass
+@dataclass(eq=False)
 class Context:
     rt: Runtime
     principal: Principal | None
     request: Any = None
     response: Any = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    caller: Caller | None = None
+    "The verified key with its party and network rows (from the key cache): they prime the loaders."
+    _request_id: str | None = None
     _loaders: Loaders | None = None
+
+    @property
+    def request_id(self) -> str:
+        """Made on first use (only errors need one)."""
+        if self._request_id is None:
+            self._request_id = uuid.uuid4().hex
+        return self._request_id
 
     @property
     def loaders(self) -> Loaders:
         if self._loaders is None:
-            self._loaders = Loaders.build(self.rt, self.party_principal())
+            principal = self.party_principal()
+            caller = self.caller
+            if caller is None:
+                self._loaders = Loaders.build(self.rt, principal)
+            else:
+                # One build per cached key (its filters are what cost), fresh caches per request.
+                built = caller.memo.get("loaders")
+                if built is None or built[0] is not self.rt:
+                    built = caller.memo["loaders"] = (self.rt, Loaders.build(self.rt, principal))
+                self._loaders = built[1].fresh()
+                self._loaders.prime_caller(caller.party, caller.network)
         return self._loaders
 
     def party_principal(self) -> Principal:

@@ -23,12 +23,26 @@ def _introspection_only(document) -> bool:
     return True
 
 
+PREPARED: dict[str, object] = {}
+"""Query texts that got through parsing and every validation rule of the schema (limits included),
+with their parsed documents: app/main.py answers their successful queries without going through
+the extensions again. Validity depends on the text alone, so an entry never goes stale."""
+_PREPARED_MAX = 512
+
+
 class AuthenticationGate(SchemaExtension):
     """Deny by default: without a valid key only the schema itself may be read."""
 
     def on_execute(self):
-        context = self.execution_context.context
-        document = self.execution_context.graphql_document
+        execution_context = self.execution_context
+        context = execution_context.context
+        document = execution_context.graphql_document
+        query = execution_context.query
+        if document is not None and type(query) is str and query not in PREPARED:
+            # Executing means parsing and validation passed: remember the document.
+            if len(PREPARED) >= _PREPARED_MAX:
+                PREPARED.clear()
+            PREPARED[query] = document
         if context.principal is None and document is not None and not _introspection_only(document):
             self.execution_context.result = ExecutionResult(
                 data=None, errors=[coded("UNAUTHENTICATED", "a valid API key is required")]

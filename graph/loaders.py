@@ -143,4 +143,23 @@ class Loaders:
             revenue_by_service_period=_revenues(rt, principal),
         )
 
+    def prime_caller(self, party: Party | None, network: Network | None) -> None:
+        """Seed the caller's own party and network (rows the key cache already holds)."""
+        if party is not None:
+            self.party_by_id.prime(party.id, party)
+        if network is not None:
+            self.network_by_id.prime(network.id, network)
 
+    def fresh(self) -> "Loaders":
+        """The same loaders with empty caches. Building the access filters is the costly part of
+        `build` (about 0.75 ms for a partner), so one build per principal can serve many requests."""
+        copies = {}
+        for name, loader in vars(self).items():
+            cache_map = getattr(loader, "cache_map", None)
+            copies[name] = DataLoader(
+                load_fn=loader.load_fn,
+                max_batch_size=loader.max_batch_size,
+                cache=loader.cache,
+                cache_key_fn=getattr(cache_map, "cache_key_fn", None),
+            )
+        return Loaders(**copies)
