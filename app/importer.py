@@ -14,7 +14,8 @@ from app.auth import Principal
 from app.runtime import Runtime
 from app.services import usage
 
-BATCH = 1000
+BATCH = usage.MAX_BATCH
+"Rows per recorded batch: the largest batch the use-case takes, so per-batch work is paid rarely."
 FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
 
 

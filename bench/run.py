@@ -25,7 +25,7 @@ from bench.common import BENCH_DIR, OUT_DIR, Config, Section, load_average, mach
 FIGURES = [
     "http_me",
     "queries",
-    # "usage",         # recordUsage batches: events/s against the SQLAlchemy Core executemany floor
+    "usage",         # recordUsage over HTTP, the bulk import, a loaded period (issue 5)
     # "settlement",    # closing a period
     # "subscriptions", # WebSocket fan-out
 ]

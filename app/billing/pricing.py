@@ -237,7 +237,7 @@ def add_event(charge: Charge, usage: LineUsage, quantity: Decimal, sign: int = 1
         totals = replace(
             usage, events=usage.events + sign, quantity=usage.quantity + sign * quantity
         )
-        if not _is_clamped(charge):
+        if not is_clamped(charge):
             return totals
         amount = _event_amount(charge, quantity)
         if charge.min_per_event is not None and amount <= charge.min_per_event:
@@ -251,7 +251,9 @@ def add_event(charge: Charge, usage: LineUsage, quantity: Decimal, sign: int = 1
         )
 
 
-def _is_clamped(charge: Charge) -> bool:
+def is_clamped(charge: Charge) -> bool:
+    """Whether the charge's events count by where their amount lands (a PERCENTAGE with a clamp);
+    for any other charge an event moves only a line's event count and quantity."""
     return charge.model is ChargeModel.PERCENTAGE and (
         charge.min_per_event is not None or charge.max_per_event is not None
     )
@@ -324,7 +326,7 @@ def _package(charge: Charge, quantity: Decimal) -> Decimal:
 def _percentage(charge: Charge, usage: LineUsage) -> Decimal:
     rate = charge.rate_percent / 100
     fee = _or_zero(charge.fixed_fee)
-    if not _is_clamped(charge):
+    if not is_clamped(charge):
         return usage.quantity * rate + usage.events * fee
     return (
         usage.min_events * _or_zero(charge.min_per_event)

@@ -5,30 +5,32 @@ line (repriced with the plan of the event's period), the service's usage per met
 service's revenue (the root pool), so that live flows and statements never rescan the events.
 """
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent, from_micros, to_micros
 from app.billing.periods import period_of
-from app.billing.pricing import Charge, LineUsage, add_event, price_line
+from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_line
 from app.db import begin_write
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, periods
 from app.services.usage_input import check_quantity
-from app.sql import upsert
 from models import Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 from models.types import utcnow
 
 MAX_BATCH = 5000
 KEY_MAX = 200
 MAX_TOTAL = 2**63 - 1
+_CONTROL = re.compile("[\x00-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class UsageItem:
 class ItemResult:
     status: str
     "ACCEPTED, DUPLICATE or REJECTED."
-    event: UsageEvent | None = None
+    event: "UsageEvent | StoredEvent | None" = None
+    "The stored event (StoredEvent: its columns, no ORM state)."
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -74,6 +77,14 @@ class _Context:
         self.now = now
         self.plans: dict[tuple[int, str], dict[str, Charge]] = {}
         self.closed: set[str] = set()
+        self._may_record: dict[int, bool] = {}
+
+    def may_record(self, principal: Principal, service: Service) -> bool:
+        """may_record, decided once per service and batch (one principal per batch)."""
+        allowed = self._may_record.get(service.id)
+        if allowed is None:
+            allowed = self._may_record[service.id] = may_record(principal, service)
+        return allowed
 
     async def load(self, session: AsyncSession, pairs: set[tuple[int, str]]) -> None:
         for service_id, period in pairs - self.plans.keys():
@@ -94,10 +105,10 @@ def _check_item(principal: Principal, ctx: _Context, item: UsageItem, index: int
     service = ctx.services.get(item.service_id) if item.service_id is not None else None
     if service is None:
         problems.append(Problem((*at, "serviceId"), "NOT_FOUND", "service not found"))
-    elif not may_record(principal, service):
+    elif not ctx.may_record(principal, service):
         problems.append(Problem((*at, "serviceId"), "FORBIDDEN", "only the service's provider or the owner may record its usage"))
     ref = item.consumer_ref
-    if not ref or not ref.strip() or len(ref) > KEY_MAX or any(ord(c) < 32 for c in ref):
+    if not ref or not ref.strip() or len(ref) > KEY_MAX or _CONTROL.search(ref):
         problems.append(Problem((*at, "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
     try:
         check_quantity(item.quantity, *at, "quantity")
@@ -168,8 +179,9 @@ async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem]
             else:
                 valid.append((index, item, period))
 
-        fresh = await _claim_keys(session, network.id, valid, services, results)
-        await _apply(session, ctx, [(event, 1) for event in fresh])
+        connection = await session.connection()
+        fresh = await _claim_keys(connection, network.id, valid, services, results)
+        await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
         await session.commit()
     return Recorded([r for r in results if r is not None])
 
@@ -180,81 +192,170 @@ def _chunks(rows: list, size: int = 1000):
         yield rows[start : start + size]
 
 
-async def _consumers(session: AsyncSession, network_id: int, refs: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+# The hot path speaks SQLAlchemy Core: fixed statements run as executemany (compiled once and
+# cached, whatever the batch size) and plain rows, no ORM objects and no unit of work.
+_EVENTS = UsageEvent.__table__
+_PARTIES = Party.__table__
+_LINES = UsageLine.__table__
+_LINE_KEY = ("period", "service_id", "consumer_id", "metric")
+_LINE_TOTALS = ("events", "quantity", "min_events", "max_events", "mid_events", "mid_quantity", "amount")
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """A usage event as stored (the columns of usage_events), without ORM state: what a batch
+    hands back for its accepted and duplicate items."""
+
+    id: int
+    network_id: int
+    service_id: int
+    consumer_id: int
+    idempotency_key: str
+    metric: str
+    quantity: int
+    occurred_at: datetime
+    period: str
+    recorded_at: datetime
+    voided_at: datetime | None = None
+
+
+_EVENT_COLUMNS = [_EVENTS.c[name] for name in StoredEvent.__dataclass_fields__]
+
+
+class _Statements:
+    """The batch's statements, built once per dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.new_consumer = insert(_PARTIES).on_conflict_do_nothing(
+            index_elements=["network_id", "billing_party_id", "external_ref"]
+        )
+        self.new_event = (
+            insert(_EVENTS)
+            .on_conflict_do_nothing(index_elements=["network_id", "idempotency_key"])
+            .returning(_EVENTS.c.id, _EVENTS.c.idempotency_key)
+        )
+        self.new_line = insert(_LINES).on_conflict_do_nothing()
+        self.update_line = (
+            update(_LINES)
+            .where(_LINES.c.network_id == bindparam("k_network_id"), *[_LINES.c[k] == bindparam(f"k_{k}") for k in _LINE_KEY])
+            .values({name: bindparam(f"v_{name}") for name in _LINE_TOTALS})
+        )
+        usage = insert(ServiceUsage.__table__)
+        self.add_service_usage = usage.on_conflict_do_update(
+            index_elements=["network_id", "period", "service_id", "metric"],
+            set_={"events": ServiceUsage.__table__.c.events + usage.excluded.events,
+                  "quantity": ServiceUsage.__table__.c.quantity + usage.excluded.quantity},
+        )
+        revenue = insert(ServiceRevenue.__table__)
+        self.add_service_revenue = revenue.on_conflict_do_update(
+            index_elements=["network_id", "period", "service_id"],
+            set_={"amount": ServiceRevenue.__table__.c.amount + revenue.excluded.amount},
+        )
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(connection: AsyncConnection) -> _Statements:
+    name = connection.dialect.name
+    if name not in _STATEMENTS:
+        _STATEMENTS[name] = _Statements(name)
+    return _STATEMENTS[name]
+
+
+async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
     """Consumer ids by (merchant of record, reference); unknown references become consumers."""
-    wanted = sorted(refs)
-    for chunk in _chunks(wanted):
-        await session.execute(
-            upsert(session, Party)
-            .values(
-                [
-                    {"network_id": network_id, "kind": "CONSUMER", "name": ref, "external_ref": ref,
-                     "billing_party_id": merchant, "active": True, "created_at": utcnow()}
-                    for merchant, ref in chunk
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["network_id", "billing_party_id", "external_ref"])
+
+    async def lookup(wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        by_merchant: dict[int, list[str]] = defaultdict(list)
+        for merchant, ref in wanted:
+            by_merchant[merchant].append(ref)
+        found: dict[tuple[int, str], int] = {}
+        for merchant, names in sorted(by_merchant.items()):
+            for chunk in _chunks(sorted(names)):
+                rows = await connection.execute(
+                    select(_PARTIES.c.id, _PARTIES.c.external_ref).where(
+                        _PARTIES.c.network_id == network_id,
+                        _PARTIES.c.kind == "CONSUMER",
+                        _PARTIES.c.billing_party_id == merchant,
+                        _PARTIES.c.external_ref.in_(chunk),
+                    )
+                )
+                found.update({(merchant, ref): party_id for party_id, ref in rows})
+        return found
+
+    found = await lookup(refs)
+    missing = refs - found.keys()
+    if missing:
+        now = utcnow()
+        await connection.execute(
+            _statements(connection).new_consumer,
+            [
+                {"network_id": network_id, "kind": "CONSUMER", "name": ref, "external_ref": ref,
+                 "billing_party_id": merchant, "active": True, "created_at": now}
+                for merchant, ref in sorted(missing)
+            ],
         )
-    found: dict[tuple[int, str], int] = {}
-    for chunk in _chunks(wanted):
-        rows = await session.execute(
-            select(Party.id, Party.billing_party_id, Party.external_ref).where(
-                Party.network_id == network_id,
-                Party.kind == "CONSUMER",
-                tuple_(Party.billing_party_id, Party.external_ref).in_(chunk),
-            )
-        )
-        found.update({(merchant, ref): party_id for party_id, merchant, ref in rows})
+        found.update(await lookup(missing))
     return found
 
 
-async def _events_by_key(session: AsyncSession, network_id: int, keys: list[str]) -> dict[str, tuple[UsageEvent, str]]:
+async def _events_by_key(connection: AsyncConnection, network_id: int, keys: list[str]) -> dict[str, tuple[StoredEvent, str]]:
     """Stored events by idempotency key, each with its consumer's reference."""
     found = {}
     for chunk in _chunks(keys):
-        rows = await session.execute(
-            select(UsageEvent, Party.external_ref)
-            .join(Party, Party.id == UsageEvent.consumer_id)
-            .where(UsageEvent.network_id == network_id, UsageEvent.idempotency_key.in_(chunk))
+        rows = await connection.execute(
+            select(*_EVENT_COLUMNS, _PARTIES.c.external_ref)
+            .join(_PARTIES, _PARTIES.c.id == _EVENTS.c.consumer_id)
+            .where(_EVENTS.c.network_id == network_id, _EVENTS.c.idempotency_key.in_(chunk))
         )
-        found.update({event.idempotency_key: (event, ref) for event, ref in rows})
+        for row in rows:
+            event = StoredEvent(*row[:-1])
+            found[event.idempotency_key] = (event, row[-1])
     return found
 
 
-async def _claim_keys(session, network_id, valid, services, results) -> list[UsageEvent]:
+async def _claim_keys(connection: AsyncConnection, network_id, valid, services, results) -> list[StoredEvent]:
     """Insert the events whose keys are new; the unique key decides, also between concurrent
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
     nothing, not even its consumer."""
     first_of_key: dict[str, int] = {}
     for index, item, _ in valid:
         first_of_key.setdefault(item.idempotency_key, index)
-    stored = await _events_by_key(session, network_id, list(first_of_key))
+    stored = await _events_by_key(connection, network_id, list(first_of_key))
     new = [(index, item, period) for index, item, period in valid if item.idempotency_key not in stored and first_of_key[item.idempotency_key] == index]
-    consumers = await _consumers(session, network_id, {(services[i.service_id].billed_by_id, i.consumer_ref) for _, i, _ in new})
-    rows = [
-        {
-            "network_id": network_id,
-            "service_id": item.service_id,
-            "consumer_id": consumers[(services[item.service_id].billed_by_id, item.consumer_ref)],
-            "idempotency_key": item.idempotency_key,
-            "metric": item.metric,
-            "quantity": to_micros(item.quantity),
-            "occurred_at": item.occurred_at,
-            "period": period,
-            "recorded_at": utcnow(),
-        }
-        for _, item, period in new
-    ]
-    inserted: set[str] = set()
-    for chunk in _chunks(rows):
-        returned = await session.execute(
-            upsert(session, UsageEvent)
-            .values(chunk)
-            .on_conflict_do_nothing(index_elements=["network_id", "idempotency_key"])
-            .returning(UsageEvent.idempotency_key)
+    merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
+    consumers = await _consumers(connection, network_id, {(merchant[i.service_id], i.consumer_ref) for _, i, _ in new})
+    recorded_at = utcnow()
+    pending: dict[str, tuple[StoredEvent, str]] = {}
+    for _, item, period in new:
+        event = StoredEvent(
+            0, network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
+            item.idempotency_key, item.metric, to_micros(item.quantity), item.occurred_at.astimezone(UTC), period,
+            recorded_at,
         )
-        inserted.update(key for (key,) in returned)
-    stored.update(await _events_by_key(session, network_id, sorted({i.idempotency_key for _, i, _ in valid} - stored.keys())))
+        pending[item.idempotency_key] = (event, item.consumer_ref)
+    inserted: set[str] = set()
+    if pending:
+        rows = await connection.execute(
+            _statements(connection).new_event,
+            [
+                {"network_id": network_id, "service_id": e.service_id, "consumer_id": e.consumer_id,
+                 "idempotency_key": e.idempotency_key, "metric": e.metric, "quantity": e.quantity,
+                 "occurred_at": e.occurred_at, "period": e.period, "recorded_at": recorded_at}
+                for e, _ in pending.values()
+            ],
+        )
+        for event_id, key in rows:
+            entry = pending[key]
+            entry[0].id = event_id
+            stored[key] = entry
+            inserted.add(key)
+    # Keys a concurrent batch stored between our look-up and our insert: read them now.
+    late = sorted({i.idempotency_key for _, i, _ in valid} - stored.keys())
+    if late:
+        stored.update(await _events_by_key(connection, network_id, late))
     fresh = []
     for index, item, _ in valid:
         event, ref = stored[item.idempotency_key]
@@ -271,87 +372,113 @@ async def _claim_keys(session, network_id, valid, services, results) -> list[Usa
     return fresh
 
 
-def _line_usage(line: UsageLine) -> LineUsage:
-    return LineUsage(
-        events=line.events,
-        quantity=from_micros(line.quantity),
-        min_events=line.min_events,
-        max_events=line.max_events,
-        mid_events=line.mid_events,
-        mid_quantity=from_micros(line.mid_quantity),
-    )
+async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[tuple]) -> dict[tuple, list[int]]:
+    """The totals of these lines that exist, locked (beyond SQLite) in one global order:
+    (period, service, metric) groups in order, consumers in order within a group."""
+    groups: dict[tuple[str, int, str], list[int]] = defaultdict(list)
+    for period, service_id, consumer_id, metric in keys:
+        groups[(period, service_id, metric)].append(consumer_id)
+    found: dict[tuple, list[int]] = {}
+    c = _LINES.c
+    for (period, service_id, metric), consumer_ids in sorted(groups.items()):
+        for chunk in _chunks(sorted(consumer_ids)):
+            rows = await connection.execute(
+                select(c.consumer_id, *[c[name] for name in _LINE_TOTALS])
+                .where(c.network_id == network_id, c.period == period, c.service_id == service_id, c.metric == metric,
+                       c.consumer_id.in_(chunk))
+                .order_by(c.consumer_id)
+                .with_for_update()
+            )
+            for consumer_id, *totals in rows:
+                found[(period, service_id, consumer_id, metric)] = totals
+    return found
 
 
-async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[UsageEvent, int]]) -> None:
-    """Fold events in (sign 1) or out (sign -1) of the running totals and reprice what they touch."""
+async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, int, int, str, int, int]]) -> None:
+    """Fold events in (sign 1) or out (sign -1) of the running totals and reprice what they touch.
+
+    A change is (period, service_id, consumer_id, metric, quantity in millionths, sign). Adding an
+    event to a line's totals is linear (pricing.add_event: counts and quantities move by the
+    event's own contribution, whatever the line holds), so the batch's contributions are summed
+    per line first and each touched line is read, repriced and written once.
+    """
     if not changes:
         return
     network = ctx.network
-    await ctx.load(session, {(e.service_id, e.period) for e, _ in changes})
-    keys = sorted({(e.period, e.service_id, e.consumer_id, e.metric) for e, _ in changes})
-    # Lines are created empty first and then locked in key order: concurrent writers on
-    # PostgreSQL wait for each other instead of losing an update (SQLite holds its write lock).
-    for chunk in _chunks(keys):
-        await session.execute(
-            upsert(session, UsageLine)
-            .values([{"network_id": network.id, "period": p, "service_id": s, "consumer_id": c, "metric": m} for p, s, c, m in chunk])
-            .on_conflict_do_nothing()
-        )
-    key_columns = (UsageLine.period, UsageLine.service_id, UsageLine.consumer_id, UsageLine.metric)
-    lines: dict[tuple, UsageLine] = {}
-    for chunk in _chunks(keys):
-        rows = await session.scalars(
-            select(UsageLine)
-            .where(UsageLine.network_id == network.id, tuple_(*key_columns).in_(chunk))
-            .order_by(*key_columns)
-            .with_for_update()
-        )
-        lines.update({(line.period, line.service_id, line.consumer_id, line.metric): line for line in rows})
-    usage = {key: _line_usage(line) for key, line in lines.items()}
+    connection = await session.connection()
+    statements = _statements(connection)
+    await ctx.load(session, {(service_id, period) for period, service_id, *_ in changes})
+    deltas: dict[tuple, list[int]] = {}
     service_usage: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])
-    for event, sign in changes:
-        key = (event.period, event.service_id, event.consumer_id, event.metric)
-        charge = ctx.charge(event.service_id, event.period, event.metric)
-        usage[key] = add_event(charge, usage[key], from_micros(event.quantity), sign)
-        totals = service_usage[(event.period, event.service_id, event.metric)]
+    for period, service_id, consumer_id, metric, quantity, sign in changes:
+        key = (period, service_id, consumer_id, metric)
+        delta = deltas.get(key)
+        if delta is None:
+            delta = deltas[key] = [0, 0, 0, 0, 0, 0]
+        delta[0] += sign
+        delta[1] += sign * quantity
+        charge = ctx.charge(service_id, period, metric)
+        if is_clamped(charge):
+            one = add_event(charge, LineUsage.empty(), from_micros(quantity), sign)
+            delta[2] += one.min_events
+            delta[3] += one.max_events
+            delta[4] += one.mid_events
+            delta[5] += to_micros(one.mid_quantity)
+        totals = service_usage[(period, service_id, metric)]
         totals[0] += sign
-        totals[1] += sign * event.quantity
+        totals[1] += sign * quantity
+
+    # Lines are locked in one order; missing ones are created empty first (in key order) and
+    # then locked: concurrent writers on PostgreSQL wait for each other instead of losing an
+    # update (SQLite holds its write lock).
+    keys = sorted(deltas)
+    lines = await _lock_lines(connection, network.id, keys)
+    missing = [key for key in keys if key not in lines]
+    if missing:
+        await connection.execute(
+            statements.new_line,
+            [
+                {"network_id": network.id, "period": p, "service_id": s, "consumer_id": c, "metric": m,
+                 **dict.fromkeys(_LINE_TOTALS, 0)}
+                for p, s, c, m in missing
+            ],
+        )
+        lines.update(await _lock_lines(connection, network.id, missing))
 
     mode = RoundingMode(network.rounding_mode)
     revenue: dict[tuple[str, int], int] = defaultdict(int)
-    for key, line in lines.items():
-        period, service_id, _, metric = key
-        new = usage[key]
-        exponent = currency_exponent(ctx.services[service_id].currency)
-        amount = price_line(ctx.charge(service_id, period, metric), new, exponent, mode) if new.events else 0
-        quantity, mid_quantity = to_micros(new.quantity), to_micros(new.mid_quantity)
+    updates = []
+    for key in keys:
+        period, service_id, consumer_id, metric = key
+        old, delta = lines[key], deltas[key]
+        events, quantity, min_events, max_events, mid_events, mid_quantity = (old[i] + delta[i] for i in range(6))
         if quantity > MAX_TOTAL:
             raise DomainError.of("QUANTITY_OVERFLOW", "a running total would leave the 64-bit range", "events")
-        revenue[(period, service_id)] += amount - line.amount
-        line.events, line.quantity = new.events, quantity
-        line.min_events, line.max_events = new.min_events, new.max_events
-        line.mid_events, line.mid_quantity = new.mid_events, mid_quantity
-        line.amount = amount
-
-    for (period, service_id, metric), (events, quantity) in sorted(service_usage.items()):
-        stmt = upsert(session, ServiceUsage).values(
-            network_id=network.id, period=period, service_id=service_id, metric=metric, events=events, quantity=quantity
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["network_id", "period", "service_id", "metric"],
-                set_={"events": ServiceUsage.events + stmt.excluded.events, "quantity": ServiceUsage.quantity + stmt.excluded.quantity},
-            )
-        )
-    for (period, service_id), delta in sorted(revenue.items()):
-        stmt = upsert(session, ServiceRevenue).values(network_id=network.id, period=period, service_id=service_id, amount=delta)
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["network_id", "period", "service_id"],
-                set_={"amount": ServiceRevenue.amount + stmt.excluded.amount},
-            )
-        )
-    await session.flush()
+        new = LineUsage(events, from_micros(quantity), min_events, max_events, mid_events, from_micros(mid_quantity))
+        exponent = currency_exponent(ctx.services[service_id].currency)
+        amount = price_line(ctx.charge(service_id, period, metric), new, exponent, mode) if events else 0
+        revenue[(period, service_id)] += amount - old[6]
+        updates.append({
+            "k_network_id": network.id, "k_period": period, "k_service_id": service_id, "k_consumer_id": consumer_id,
+            "k_metric": metric, "v_events": events, "v_quantity": quantity, "v_min_events": min_events,
+            "v_max_events": max_events, "v_mid_events": mid_events, "v_mid_quantity": mid_quantity, "v_amount": amount,
+        })
+    await connection.execute(statements.update_line, updates)
+    await connection.execute(
+        statements.add_service_usage,
+        [
+            {"network_id": network.id, "period": period, "service_id": service_id, "metric": metric,
+             "events": events, "quantity": quantity}
+            for (period, service_id, metric), (events, quantity) in sorted(service_usage.items())
+        ],
+    )
+    await connection.execute(
+        statements.add_service_revenue,
+        [
+            {"network_id": network.id, "period": period, "service_id": service_id, "amount": delta}
+            for (period, service_id), delta in sorted(revenue.items())
+        ],
+    )
 
 
 async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) -> UsageEvent:
@@ -372,6 +499,10 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
         if await periods.is_closed(session, network.id, event.period):
             raise DomainError.of("PERIOD_CLOSED", f"period {event.period} is closed", "idempotencyKey")
         event.voided_at = utcnow()
-        await _apply(session, _Context(network, {service.id: service}, rt.now()), [(event, -1)])
+        await _apply(
+            session,
+            _Context(network, {service.id: service}, rt.now()),
+            [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)],
+        )
         await session.commit()
     return event
