@@ -13,7 +13,7 @@ from app.main import create_app
 from app.migrate import upgrade
 from app.runtime import Runtime
 from app.settings import Settings
-from bench.common import Config, Row, Section, fmt_ms, median, percentile
+from bench.common import Config, Row, Section, fmt_ms, percentile
 
 TITLE = "Queries: `valueChain` and `quote` by network size"
 OPERATOR_KEY = "sf_operator_bench_key_0123456789"

@@ -9,7 +9,7 @@ import strawberry
 from sqlalchemy import select
 
 from app.billing.money import from_micros
-from app.services import flows, periods
+from app.services import periods, settlement
 from app.services.access import consumer_data_services
 from graph.context import Info
 from graph.ids import decode_optional, to_global_id
@@ -84,7 +84,7 @@ class UsageQuery:
         self, info: Info, period: str, service_id: strawberry.ID | None = None, party_id: strawberry.ID | None = None
     ) -> list[RevenueFlow]:
         principal = info.context.party_principal()
-        found = await flows.revenue_flows(
+        found = await settlement.revenue_flows(
             info.context.rt,
             principal,
             period,
@@ -98,8 +98,8 @@ class UsageQuery:
                 service_id=f.service_id,
                 period=f.period,
                 amount=Money.of(f.amount, f.currency),
-                adjustment=False,
-                origin_period=None,
+                adjustment=f.adjustment,
+                origin_period=f.origin_period,
             )
             for f in found
         ]

@@ -1,5 +1,4 @@
-"""Live revenue flows of a period, from the running totals: the waterfall per service, never a
-rescan of the events."""
+"""A period's waterfall per service from the running totals, never a rescan of the events."""
 
 from dataclasses import dataclass
 
@@ -9,23 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent, from_micros
 from app.billing.waterfall import MetricUsage, Split, split_service
-from app.errors import not_found
-from app.runtime import Runtime
-from app.services import periods
-from app.services.access import consumer_data_services, visible_services
+from app.services.access import consumer_data_services
 from app.services.agreements import in_force, leg_of
 from models import Agreement, Network, Service, ServiceRevenue, ServiceUsage
-
-
-@dataclass(frozen=True)
-class Flow:
-    payer_id: int
-    payee_id: int
-    service_id: int
-    period: str
-    amount: int
-    "Minor units of `currency`."
-    currency: str
 
 
 @dataclass(frozen=True)
@@ -74,33 +59,6 @@ async def service_splits(session: AsyncSession, network: Network, services: list
         )
         splits.append(ServiceSplit(service, revenue.get(service.id, 0), split))
     return splits
-
-
-async def revenue_flows(
-    rt: Runtime, principal: Principal, period: str, service_id: int | None = None, party_id: int | None = None
-) -> list[Flow]:
-    """Flows between parties in a period; a party other than the owner sees only the flows it pays
-    or receives."""
-    async with rt.sessions() as session:
-        network = await session.get(Network, principal.network_id)
-        key = periods.parse_key(period, "period")
-        stmt = select(Service).where(visible_services(principal)).order_by(Service.id)
-        if service_id is not None:
-            stmt = stmt.where(Service.id == service_id)
-        services = list(await session.scalars(stmt))
-        if service_id is not None and not services:
-            raise not_found("service", "serviceId")
-        splits = await service_splits(session, network, services, key)
-    me = principal.party_id
-    flows = []
-    for entry in splits:
-        for (payer, payee), amount in entry.split.flows.items():
-            if not principal.is_owner and me not in (payer, payee):
-                continue
-            if party_id is not None and party_id not in (payer, payee):
-                continue
-            flows.append(Flow(payer, payee, entry.service.id, key, amount, entry.service.currency))
-    return flows
 
 
 async def service_revenues(

@@ -19,10 +19,10 @@ from app.billing.money import from_micros, to_micros
 from app.billing.periods import next_period, period_bounds
 from app.billing.settlement import Direction, Entry, StatementLine, Totals, corrections, split_entries, statement_lines, totals
 from app.db import begin_write
-from app.errors import AccessDenied, DomainError
+from app.errors import AccessDenied, DomainError, not_found
 from app.runtime import Runtime
 from app.services import periods, validate
-from app.services.access import visible_parties
+from app.services.access import visible_parties, visible_services
 from app.services.flows import service_splits
 from models import (
     ClosedPeriod,
@@ -35,6 +35,21 @@ from models import (
     Service,
     UsageLine,
 )
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Money from one party to another for one service, booked into or live in `period`."""
+
+    payer_id: int
+    payee_id: int
+    service_id: int
+    period: str
+    amount: int
+    "Minor units of `currency`."
+    currency: str
+    adjustment: bool = False
+    origin_period: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,35 @@ async def _booked(session: AsyncSession, network_id: int, *conditions) -> list[E
         )
     ) if rows else set()
     return [_entry(row, consumers) for row in rows]
+
+
+async def revenue_flows(
+    rt: Runtime, principal: Principal, period: str, service_id: int | None = None, party_id: int | None = None
+) -> list[Flow]:
+    """Flows between parties in a period: as booked once it is closed, else live from the running
+    totals, with the corrections of closed periods booked into it. A party other than the owner
+    sees only the flows it pays or receives."""
+    async with rt.sessions() as session:
+        network = await session.get(Network, principal.network_id)
+        key = periods.parse_key(period, "period")
+        stmt = select(Service).where(visible_services(principal)).order_by(Service.id)
+        if service_id is not None:
+            stmt = stmt.where(Service.id == service_id)
+        services = list(await session.scalars(stmt))
+        if service_id is not None and not services:
+            raise not_found("service", "serviceId")
+        ids = [s.id for s in services]
+        entries = [] if await periods.is_closed(session, network.id, key) else await _consumers_together(session, network, services, key)
+        entries += await _booked(session, network.id, LedgerEntry.booked_period == key, LedgerEntry.service_id.in_(ids))
+    currency_of = {s.id: s.currency for s in services}
+    me = principal.party_id
+    return [
+        Flow(e.payer, e.payee, e.service, key, e.amount, currency_of[e.service], e.adjustment, e.origin_period)
+        for e in entries
+        if not e.from_consumer
+        and (principal.is_owner or me in (e.payer, e.payee))
+        and (party_id is None or party_id in (e.payer, e.payee))
+    ]
 
 
 def may_see_statement(principal: Principal, party: Party) -> bool:

@@ -22,7 +22,7 @@ from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_
 from app.db import begin_write
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
-from app.services import catalog, periods
+from app.services import catalog, periods, settlement
 from app.services.usage_input import check_quantity
 from models import Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 from models.types import utcnow
@@ -126,8 +126,6 @@ def _check_item(principal: Principal, ctx: _Context, item: UsageItem, index: int
             problems.append(
                 Problem((*at, "occurredAt"), "BEFORE_FIRST_PERIOD", f"lies before the first period {ctx.network.first_period}")
             )
-        elif period in ctx.closed:
-            problems.append(Problem((*at, "occurredAt"), "PERIOD_CLOSED", f"period {period} is closed"))
     return problems, period
 
 
@@ -182,8 +180,21 @@ async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem]
         connection = await session.connection()
         fresh = await _claim_keys(connection, network.id, valid, services, results)
         await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
+        await _correct_closed(session, ctx, fresh)
         await session.commit()
     return Recorded([r for r in results if r is not None])
+
+
+async def _correct_closed(session: AsyncSession, ctx: _Context, changed: list) -> None:
+    """Late events and voids leave a closed period untouched: the period's flows are recomputed
+    and their differences booked as adjustments into the oldest open period."""
+    touched: dict[str, set[int]] = defaultdict(set)
+    for event in changed:
+        if event.period in ctx.closed:
+            touched[event.period].add(event.service_id)
+    for period in sorted(touched):
+        services = [ctx.services[service_id] for service_id in sorted(touched[period])]
+        await settlement.book_corrections(session, ctx.network, services, period)
 
 
 def _chunks(rows: list, size: int = 1000):
@@ -496,13 +507,10 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
         if event.voided_at is not None:
             raise DomainError.of("ALREADY_VOIDED", "the event was voided already", "idempotencyKey")
         network = await session.get(Network, event.network_id)
-        if await periods.is_closed(session, network.id, event.period):
-            raise DomainError.of("PERIOD_CLOSED", f"period {event.period} is closed", "idempotencyKey")
         event.voided_at = utcnow()
-        await _apply(
-            session,
-            _Context(network, {service.id: service}, rt.now()),
-            [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)],
-        )
+        ctx = _Context(network, {service.id: service}, rt.now())
+        ctx.closed = await periods.closed_keys(session, network.id)
+        await _apply(session, ctx, [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)])
+        await _correct_closed(session, ctx, [event])
         await session.commit()
     return event

@@ -13,7 +13,7 @@ from app.billing.money import RoundingMode, from_micros
 from app.billing.pricing import Charge, ChargeModel, Tier, price_line, usage_of
 from app.errors import DomainError
 from app.billing.waterfall import MetricUsage, ShareBase, ShareKind, split_service
-from app.services import catalog, flows, networks, parties, usage
+from app.services import catalog, flows, networks, parties, settlement, usage
 from app.services.agreements import AgreementDraft, RuleDraft, add_agreement, agreements_in_force, leg_of
 from models import UsageEvent
 
@@ -28,8 +28,10 @@ CHARGES = [
 ]
 
 
-async def build(rt):
-    created = await networks.create_network(rt, OPERATOR, name="Random", currency="EUR", owner_name="Owner", rounding_mode=RoundingMode.HALF_EVEN)
+async def build(rt, first_period: str | None = None):
+    created = await networks.create_network(
+        rt, OPERATOR, name="Random", currency="EUR", owner_name="Owner", rounding_mode=RoundingMode.HALF_EVEN, first_period=first_period
+    )
     owner = Principal(created.network.id, created.owner.id, "OWNER")
 
     async def onboard(name, kind="PARTNER"):
@@ -49,7 +51,7 @@ async def build(rt):
         (as_a, e, RuleDraft(ShareKind.PER_EVENT, amount=D("0.05"), metric="rental", max=D("1.00"))),
     ]
     for payer, payee, rule in terms:
-        await add_agreement(rt, payer, AgreementDraft(service_id=service.id, payee_id=payee.id, rule=rule))
+        await add_agreement(rt, payer, AgreementDraft(service_id=service.id, payee_id=payee.id, rule=rule, effective_from=first_period))
     return created.network, owner, as_provider, service
 
 
@@ -100,7 +102,7 @@ async def test_live_flows_equal_a_full_recomputation_from_the_events(rt, seed):
                 assert error.code == "ALREADY_VOIDED"
     period = now.strftime("%Y-%m")
     expected_root, expected_flows = await recompute(rt, network, service, period)
-    live = await flows.revenue_flows(rt, owner, period)
+    live = await settlement.revenue_flows(rt, owner, period)
     assert {(f.payer_id, f.payee_id): f.amount for f in live} == dict(expected_flows)
     async with rt.sessions() as session:
         revenue = await flows.service_revenues(session, owner, network.id, [service.id], period)
