@@ -19,6 +19,7 @@ from app.auth import identify
 from app.db import ping
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
+from app.statement_csv import statement_csv
 from graph.context import Context
 from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping
 from graph.schema import schema
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/statements/{statement_id}.csv", statement_csv),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
