@@ -44,6 +44,14 @@ async def begin_write(session: AsyncSession) -> None:
     await session.connection(execution_options={WRITE_LOCK: True})
 
 
+async def lock_network_books(session: AsyncSession, network_id: int) -> None:
+    """Serialise the writers of a network's books (closing, corrections) until the transaction
+    ends: a correction must not book into a period that a concurrent close is freezing. SQLite
+    writers hold the database's write lock already."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": network_id})
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))

@@ -18,7 +18,7 @@ from app.auth import Principal
 from app.billing.money import from_micros, to_micros
 from app.billing.periods import next_period, period_bounds
 from app.billing.settlement import Direction, Entry, StatementLine, Totals, corrections, split_entries, statement_lines, totals
-from app.db import begin_write
+from app.db import begin_write, lock_network_books
 from app.errors import AccessDenied, DomainError, not_found
 from app.runtime import Runtime
 from app.services import periods, validate
@@ -259,6 +259,7 @@ async def close_period(rt: Runtime, principal: Principal, key: str) -> tuple[str
     periods.parse_key(key, "period")
     async with rt.sessions() as session:
         await begin_write(session)
+        await lock_network_books(session, principal.network_id)
         network = await session.get(Network, principal.network_id)
         if await periods.is_closed(session, network.id, key):
             raise DomainError.of("PERIOD_CLOSED", f"period {key} is closed already", "period")
@@ -326,6 +327,7 @@ async def _write_statements(session: AsyncSession, network: Network, period: str
 async def book_corrections(session: AsyncSession, network: Network, services: list[Service], period: str) -> None:
     """After a change to a closed period's totals: book the difference of every flow of these
     services, against what was booked for the period already, into the oldest open period."""
+    await lock_network_books(session, network.id)
     currency_of = {s.id: s.currency for s in services}
     ids = list(currency_of)
     recomputed = await period_entries(session, network, services, period)
