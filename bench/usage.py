@@ -180,7 +180,7 @@ def seed_period(setup: Setup, path, n: int) -> float:
     """n events straight into usage_events, with the usage lines, service usage and revenue that
     the running totals would hold for them (priced by the app's own pricing code). Seconds taken."""
     from app.billing.money import RoundingMode, currency_exponent, from_micros
-    from app.billing.pricing import LineUsage, _is_clamped, price_line
+    from app.billing.pricing import LineUsage, is_clamped, price_line
     from app.services.catalog import charge_from_json
 
     started = time.perf_counter()
@@ -212,7 +212,7 @@ def seed_period(setup: Setup, path, n: int) -> float:
         line_rows = []
         usage: dict[str, list[int]] = {}
         for (consumer, metric), (count, quantity) in lines.items():
-            assert not _is_clamped(charges[metric])  # no min/max/mid counts to keep
+            assert not is_clamped(charges[metric])  # no min/max/mid counts to keep
             amount = price_line(charges[metric], LineUsage(count, from_micros(quantity)), exponent, RoundingMode(mode))
             revenue += amount
             line_rows.append((setup.network_id, setup.period, setup.service_id, consumer, metric, count, quantity, amount))
