@@ -26,8 +26,8 @@ FIGURES = [
     "http_me",
     "queries",
     "usage",         # recordUsage over HTTP, the bulk import, a loaded period (issue 5)
-    # "settlement",    # closing a period
-    # "subscriptions", # WebSocket fan-out
+    "close_period",  # closePeriod on a loaded period (issue 6)
+    "subscriptions", # WebSocket fan-out of settlementUpdated (issue 7)
 ]
 
 

@@ -23,6 +23,7 @@ from graph.queries import Query as PartiesQuery
 from graph.scalars import DecimalScalar
 from graph.types import Agreement, ApiKey, Network, Party, Service
 from graph.statements import Statement, StatementQuery
+from graph.subscriptions import Subscription
 from graph.usage import UsageEvent, UsageQuery
 
 Query = merge_types("Query", (PartiesQuery, UsageQuery, StatementQuery))
@@ -55,6 +56,7 @@ _LIMITS = [
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     types=[Network, Party, Service, Agreement, ApiKey, UsageEvent, Statement],
     config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar}),
     extensions=[

@@ -22,7 +22,7 @@ from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_
 from app.db import begin_write
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
-from app.services import catalog, periods, settlement
+from app.services import catalog, events, periods, settlement
 from app.services.usage_input import check_quantity
 from models import Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 from models.types import utcnow
@@ -95,20 +95,25 @@ class _Context:
         return self.plans.get((service_id, period), {}).get(metric)
 
 
+def _printable(value: str) -> bool:
+    """A key or reference: 1 to KEY_MAX characters, not blank, no control characters."""
+    return bool(value) and bool(value.strip()) and len(value) <= KEY_MAX and not _CONTROL.search(value)
+
+
 def _check_item(principal: Principal, ctx: _Context, item: UsageItem, index: int, tolerance: timedelta) -> tuple[list[Problem], str | None]:
     """Every problem of one item, and its period when its time is usable."""
     at = ("events", str(index))
     problems: list[Problem] = []
     key = item.idempotency_key
-    if not key or not key.strip() or len(key) > KEY_MAX:
-        problems.append(Problem((*at, "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} characters"))
+    if not _printable(key):
+        problems.append(Problem((*at, "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
     service = ctx.services.get(item.service_id) if item.service_id is not None else None
     if service is None:
         problems.append(Problem((*at, "serviceId"), "NOT_FOUND", "service not found"))
     elif not ctx.may_record(principal, service):
         problems.append(Problem((*at, "serviceId"), "FORBIDDEN", "only the service's provider or the owner may record its usage"))
     ref = item.consumer_ref
-    if not ref or not ref.strip() or len(ref) > KEY_MAX or _CONTROL.search(ref):
+    if not _printable(ref):
         problems.append(Problem((*at, "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
     try:
         check_quantity(item.quantity, *at, "quantity")
@@ -182,6 +187,7 @@ async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem]
         await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
         await _correct_closed(session, ctx, fresh)
         await session.commit()
+    await events.usage_changed(rt, principal.network_id, fresh)
     return Recorded([r for r in results if r is not None])
 
 
@@ -494,6 +500,8 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
 
 async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) -> UsageEvent:
     """The event stops counting; its line, the service's usage and revenue follow at once."""
+    if not _printable(idempotency_key):
+        raise not_found("usage event", "idempotencyKey")
     async with rt.sessions() as session:
         await begin_write(session)
         event = await session.scalar(
@@ -513,4 +521,5 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
         await _apply(session, ctx, [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)])
         await _correct_closed(session, ctx, [event])
         await session.commit()
+    await events.usage_changed(rt, principal.network_id, [event])
     return event

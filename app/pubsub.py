@@ -1,0 +1,264 @@
+"""Publish/subscribe between the use-cases (which publish what changed, after their commit) and the
+live subscriptions (which turn it into per-subscriber messages).
+
+Two implementations behind one interface:
+
+- `InProcessPubSub` (the default): subscribers of this process only.
+- `RedisPubSub` (when `SHAREFLOW_REDIS_URL` is set): messages go through Redis pub/sub, so that a
+  subscriber on one gateway process sees a change made through another.
+
+Either way a process fans a channel's messages out to its local subscribers itself: each has a
+bounded queue, and a publisher never waits for a slow subscriber (a full queue drops its oldest
+message and counts the loss; the messages say *that* something changed, so the latest one is what
+matters). With Redis a process holds one pub/sub connection and subscribes each channel once, for
+as long as it has a local subscriber on it.
+
+Messages are small JSON-able dicts; channels are named per network (`channel_for`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+log = logging.getLogger("shareflow.pubsub")
+
+QUEUE_SIZE = 256
+"Messages a subscriber may fall behind by before its oldest ones are dropped."
+
+
+def channel_for(network_id: int) -> str:
+    return f"shareflow:network:{network_id}"
+
+
+class Event:
+    """One message as delivered to this process's subscribers: the same object for all of them, so
+    that they can share what they derive from it (`memo`) instead of each computing it again."""
+
+    __slots__ = ("channel", "data", "memo")
+
+    def __init__(self, channel: str, data: dict[str, Any]) -> None:
+        self.channel = channel
+        self.data = data
+        self.memo: dict[Any, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Event({self.channel!r}, {self.data!r})"
+
+
+class Subscriber:
+    """A local subscriber's inbox: `await next()` (or `async for`) gives the channel's events in order."""
+
+    def __init__(self, hub: _Hub, channel: str, maxsize: int) -> None:
+        self.hub = hub
+        self.channel = channel
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.dropped = 0
+        "Events lost because the inbox was full (the oldest go first)."
+
+    def offer(self, event: Event) -> None:
+        """Never blocks: a full inbox loses its oldest event."""
+        queue = self.queue
+        if queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            self.dropped += 1
+        queue.put_nowait(event)
+
+    async def next(self, timeout: float | None = None) -> Event | None:
+        """The next event; None when `timeout` seconds pass without one."""
+        if timeout is None:
+            return await self.queue.get()
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def pending(self) -> list[Event]:
+        """Every event already waiting, taken out of the inbox."""
+        events = []
+        queue = self.queue
+        while not queue.empty():
+            events.append(queue.get_nowait())
+        return events
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.queue.get()
+
+
+class _Hub:
+    """The local fan-out: channel -> this process's subscribers."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, set[Subscriber]] = {}
+
+    def add(self, subscriber: Subscriber) -> bool:
+        """True when the subscriber is the channel's first."""
+        subscribers = self.channels.get(subscriber.channel)
+        first = subscribers is None
+        if first:
+            subscribers = self.channels[subscriber.channel] = set()
+        subscribers.add(subscriber)
+        return first
+
+    def remove(self, subscriber: Subscriber) -> bool:
+        """True when the channel has no subscriber left."""
+        subscribers = self.channels.get(subscriber.channel)
+        if subscribers is None:
+            return False
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del self.channels[subscriber.channel]
+            return True
+        return False
+
+    def deliver(self, channel: str, data: dict[str, Any]) -> int:
+        subscribers = self.channels.get(channel)
+        if not subscribers:
+            return 0
+        event = Event(channel, data)
+        for subscriber in subscribers:
+            subscriber.offer(event)
+        return len(subscribers)
+
+
+class PubSub:
+    """The interface: `publish(channel, message)`, `subscribe(channel)` as an async context manager
+    giving a `Subscriber`, `close()`."""
+
+    def __init__(self) -> None:
+        self.hub = _Hub()
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str, maxsize: int = QUEUE_SIZE) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self.hub, channel, maxsize)
+        first = self.hub.add(subscriber)
+        try:
+            if first:
+                await self._listen(channel)
+            yield subscriber
+        finally:
+            if self.hub.remove(subscriber):
+                await self._unlisten(channel)
+
+    async def _listen(self, channel: str) -> None:
+        """Start receiving a channel's messages from elsewhere (the channel's first local subscriber)."""
+
+    async def _unlisten(self, channel: str) -> None:
+        """Stop receiving a channel's messages (its last local subscriber left)."""
+
+    def subscriber_count(self, channel: str) -> int:
+        return len(self.hub.channels.get(channel, ()))
+
+    async def close(self) -> None:
+        pass
+
+
+class InProcessPubSub(PubSub):
+    """Subscribers of this process only: a publish is a fan-out to local inboxes, nothing awaited."""
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        self.hub.deliver(channel, message)
+
+
+class RedisPubSub(PubSub):
+    """Redis pub/sub: every process publishes to Redis and receives, on one connection, the channels
+    its local subscribers listen to. A subscriber is ready once Redis confirmed its channel, so a
+    change published after that reaches it whichever process made it."""
+
+    def __init__(self, url: str, confirm_timeout: float = 5.0) -> None:
+        super().__init__()
+        from redis.asyncio import Redis
+
+        self.url = url
+        self.redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5, socket_keepalive=True)
+        self.confirm_timeout = confirm_timeout
+        self._pubsub = None
+        self._reader: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._closed = False
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        await self.redis.publish(channel, json.dumps(message, separators=(",", ":")))
+
+    async def _listen(self, channel: str) -> None:
+        confirmed = self._confirmed[channel] = asyncio.Event()
+        async with self._lock:
+            if self._pubsub is None:
+                self._pubsub = self.redis.pubsub()
+            await self._pubsub.subscribe(channel)
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read(), name="shareflow-redis-pubsub")
+        try:
+            await asyncio.wait_for(confirmed.wait(), self.confirm_timeout)
+        except TimeoutError:
+            log.warning("Redis did not confirm the subscription to %s in time", channel)
+
+    async def _unlisten(self, channel: str) -> None:
+        self._confirmed.pop(channel, None)
+        if self._closed or self._pubsub is None:
+            return
+        async with self._lock:
+            if channel in self.hub.channels:  # a new subscriber came meanwhile
+                return
+            with contextlib.suppress(Exception):
+                await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        pubsub = self._pubsub
+        backoff = 0.1
+        while not self._closed:
+            try:
+                message = await pubsub.get_message(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - Redis away: retry; redis-py resubscribes on reconnect
+                log.warning("Redis pub/sub read failed (%s); retrying in %.1f s", type(error).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if message is None:
+                continue
+            kind = message.get("type")
+            channel = message.get("channel")
+            if isinstance(channel, bytes):
+                channel = channel.decode()
+            if kind == "subscribe":
+                confirmed = self._confirmed.get(channel)
+                if confirmed is not None:
+                    confirmed.set()
+            elif kind == "message":
+                try:
+                    data = json.loads(message["data"])
+                except (TypeError, ValueError):
+                    log.warning("ignored a malformed message on %s", channel)
+                    continue
+                self.hub.deliver(channel, data)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+
+def create_pubsub(redis_url: str | None) -> PubSub:
+    return RedisPubSub(redis_url) if redis_url else InProcessPubSub()
