@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     "The cap on `first` for every connection."
     future_tolerance_seconds: int = 300
     "How far in the future an event's occurredAt may lie (clock skew of integrators)."
+    max_body_bytes: int = 4 * 1024 * 1024
+    "The largest request body accepted (413 LIMIT_EXCEEDED above): a recordUsage batch of 5,000 events with 200-character keys, pretty-printed, is about 3.2 MB."
+    rate_limit_per_minute: int = 6000
+    "Requests a minute per API key (a token bucket that bursts up to a minute's worth), shared through Redis when redis_url is set; 0 turns the limit off."
     auth_cache_seconds: float = 2.0
     "How long a process trusts a verified key, with its party and network rows, before asking the database again."
 
