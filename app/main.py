@@ -5,7 +5,7 @@ import gc
 import json
 import logging
 
-from graphql import OperationType, execute, get_operation_ast
+from graphql import GraphQLError, OperationType, execute, get_operation_ast
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,15 +14,21 @@ from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.http import process_result
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.unset import UNSET
 
 from app.auth import identify
 from app.db import ping
+from app.limits import LimitExceeded, bucket_of, limit_body, rate_limiter
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 from app.statement_csv import statement_csv
+from app import dashboard
 from graph.context import Context
 from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping
 from graph.schema import schema
+from graph import subscriptions
 
 log = logging.getLogger("shareflow.graphql")
 
@@ -33,6 +39,42 @@ _FAST_PATH_EXTENSIONS = {
 }
 _JSON = (b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8")
 _ACCEPT_JSON = (None, b"*/*", b"application/json")
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+def wants_graphql_response(accept: str | None) -> bool:
+    """Whether the Accept header prefers application/graphql-response+json to application/json
+    (GraphQL over HTTP: the newer type wins a tie; `*/*` alone keeps application/json)."""
+    if not accept or GRAPHQL_RESPONSE_JSON not in accept:
+        return False
+    preference = {GRAPHQL_RESPONSE_JSON: 0.0, "application/json": 0.0}
+    for item in accept.split(","):
+        media_type, *parameters = (part.strip() for part in item.split(";"))
+        media_type = media_type.lower()
+        if media_type not in preference:
+            continue
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        preference[media_type] = max(preference[media_type], q)
+    return preference[GRAPHQL_RESPONSE_JSON] > 0 and preference[GRAPHQL_RESPONSE_JSON] >= preference["application/json"]
+
+
+def _request_error(result) -> bool:
+    """A GraphQL request error: the document did not parse or validate, or its variables did not
+    coerce, so nothing was executed (field errors carry a path; refusals such as UNAUTHENTICATED a code)."""
+    if isinstance(result, PreExecutionError):
+        return not any(error.original_error is not None and not isinstance(error.original_error, GraphQLError) for error in result.errors or ())
+    return (
+        result.data is None
+        and bool(result.errors)
+        and all(error.path is None and not (error.extensions or {}).get("code") for error in result.errors)
+    )
 
 
 def _fast_path_possible() -> bool:
@@ -50,17 +92,61 @@ class GraphQLApp(GraphQL):
     """Strawberry's ASGI view with our context: the caller is known before anything executes."""
 
     def __init__(self, rt: Runtime) -> None:
-        super().__init__(schema, allowed_origins=rt.settings.allowed_origins, keep_alive=True, keep_alive_interval=15)
+        super().__init__(
+            schema, allowed_origins=rt.settings.allowed_origins, keep_alive=True, keep_alive_interval=15,
+            max_subscriptions_per_connection=subscriptions.MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        )
         self.rt = rt
         self.fast_path = _fast_path_possible()
         self._executor_class = schema.execution_context_class
+        self.max_body_bytes = rt.settings.max_body_bytes
+        self.rate_limiter = rate_limiter(rt.settings.rate_limit_per_minute, rt.settings.redis_url)
 
     async def __call__(self, scope, receive, send) -> None:
-        if self.fast_path and scope["type"] == "http" and scope["method"] == "POST":
-            receive = await self._fast(scope, receive, send)
-            if receive is None:
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            receive = limit_body(scope, receive, self.max_body_bytes)
+            if self.fast_path and scope["method"] == "POST":
+                receive = await self._fast(scope, receive, tracked_send)
+                if receive is None:
+                    return
+            await super().__call__(scope, receive, tracked_send)
+        except LimitExceeded as refusal:
+            if started:
+                raise
+            await refusal.send(send)
+
+    async def run(self, request, context=UNSET, root_value=UNSET):
+        response = await super().run(request, context, root_value)
+        if (
+            not self.is_websocket_request(request)
+            and response.media_type == "application/json"
+            and wants_graphql_response(request.headers.get("accept"))
+        ):
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+            if request.scope.get("shareflow.request_error"):
+                response.status_code = 400
+        return response
+
+    async def process_result(self, request, result):
+        """With application/graphql-response+json a request error answers 400 without `data`."""
+        if (
+            not self.is_websocket_request(request)
+            and _request_error(result)
+            and wants_graphql_response(request.headers.get("accept"))
+        ):
+            request.scope["shareflow.request_error"] = True
+            return {key: value for key, value in process_result(result).items() if key != "data"}
+        return process_result(result)
 
     async def _fast(self, scope, receive, send):
         """A successful query whose text is known valid, POSTed as plain JSON, goes straight to
@@ -131,10 +217,21 @@ class GraphQLApp(GraphQL):
         await response(scope, replay, send)
         return None
 
+    async def on_ws_connect(self, context):
+        # WebSocket: the key comes in connection_init ({"authorization": "Bearer ..."}), checked here.
+        return await subscriptions.on_connect(context)
+
     async def get_context(self, request, response) -> Context:
+        if request.scope["type"] == "websocket":
+            return subscriptions.socket_context(self.rt, request, response)
         # A cached key costs no session at all; only a miss asks the database.
         rt = self.rt
         caller = await identify(rt.sessions, request.headers.get("authorization"), rt.settings.operator_key, rt.keys)
+        if caller is not None and self.rate_limiter is not None and request.scope["type"] == "http":
+            # Once per request: the fast path may hand a request on to strawberry, which asks again.
+            if not request.scope.get("shareflow.rate_checked"):
+                request.scope["shareflow.rate_checked"] = True
+                await self.rate_limiter.check(bucket_of(caller.principal))
         if caller is None:
             return Context(rt=rt, principal=None, request=request, response=response)
         return Context(rt=rt, principal=caller.principal, request=request, response=response, caller=caller)
@@ -161,6 +258,8 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
         gc.collect()
         gc.freeze()
         yield
+        if graphql.rate_limiter is not None:
+            await graphql.rate_limiter.close()
         await rt.close()
 
     app = Starlette(
@@ -168,10 +267,12 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/statements/{statement_id}.csv", statement_csv),
+            *dashboard.routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
         lifespan=lifespan,
     )
     app.state.rt = rt
+    app.state.graphql = graphql
     return app
