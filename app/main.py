@@ -4,10 +4,12 @@ import contextlib
 import gc
 import json
 import logging
+import time
 
 from graphql import GraphQLError, OperationType, execute, get_operation_ast
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -18,15 +20,16 @@ from strawberry.http import process_result
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
+from app import dashboard
 from app.auth import identify
 from app.db import ping
 from app.limits import LimitExceeded, bucket_of, limit_body, rate_limiter
+from app.observability import OPERATIONS, RequestIds, configure_logging, metrics_endpoint
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 from app.statement_csv import statement_csv
-from app import dashboard
 from graph.context import Context
-from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping
+from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, operation_label
 from graph.schema import schema
 from graph import subscriptions
 
@@ -35,7 +38,7 @@ log = logging.getLogger("shareflow.graphql")
 # The extensions the fast path knows to be document-level (they only parse and validate, and a
 # prepared document has passed them) or to have nothing to do on a successful, authenticated query.
 _FAST_PATH_EXTENSIONS = {
-    AuthenticationGate, ErrorShaping, AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache,
+    AuthenticationGate, ErrorShaping, OperationMetrics, AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache,
 }
 _JSON = (b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8")
 _ACCEPT_JSON = (None, b"*/*", b"application/json")
@@ -194,6 +197,7 @@ class GraphQLApp(GraphQL):
         operation = get_operation_ast(document, operation_name)
         if operation is None or operation.operation is not OperationType.QUERY:
             return replay
+        started = time.perf_counter()
         sub_response = await self.get_sub_response(request)
         context = await self.get_context(request, sub_response)
         if context.principal is None:
@@ -215,6 +219,8 @@ class GraphQLApp(GraphQL):
             return replay  # a query reads only: strawberry runs it again and shapes the errors
         response = self.create_response(response_data={"data": result.data}, sub_response=sub_response)
         await response(scope, replay, send)
+        # What the OperationMetrics extension records on strawberry's path.
+        OPERATIONS.labels(operation=operation_label(document, operation_name), type="query").observe(time.perf_counter() - started)
         return None
 
     async def on_ws_connect(self, context):
@@ -257,6 +263,8 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
         # keep it out of the collector's full passes, which otherwise walk it again and again.
         gc.collect()
         gc.freeze()
+        if rt.settings.json_logs:
+            configure_logging(rt.settings.log_level)
         yield
         if graphql.rate_limiter is not None:
             await graphql.rate_limiter.close()
@@ -266,11 +274,13 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
             Route("/statements/{statement_id}.csv", statement_csv),
             *dashboard.routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
+        middleware=[Middleware(RequestIds)],
         lifespan=lifespan,
     )
     app.state.rt = rt

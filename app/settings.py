@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     "The largest request body accepted (413 LIMIT_EXCEEDED above): a recordUsage batch of 5,000 events with 200-character keys, pretty-printed, is about 3.2 MB."
     rate_limit_per_minute: int = 6000
     "Requests a minute per API key (a token bucket that bursts up to a minute's worth), shared through Redis when redis_url is set; 0 turns the limit off."
+    json_logs: bool = True
+    "Log one JSON object a line, with the request id, when serving (set false for plain text)."
+    log_level: str = "INFO"
     auth_cache_seconds: float = 2.0
     "How long a process trusts a verified key, with its party and network rows, before asking the database again."
 

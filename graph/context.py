@@ -1,12 +1,12 @@
 """The per-request context: the runtime, the caller, and loaders built for that caller."""
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 
+from app import observability
 from app.auth import Caller, Principal
 from app.runtime import Runtime
 from graph.loaders import Loaders
@@ -20,15 +20,12 @@ class Context:
     response: Any = None
     caller: Caller | None = None
     "The verified key with its party and network rows (from the key cache): they prime the loaders."
-    _request_id: str | None = None
     _loaders: Loaders | None = None
 
     @property
     def request_id(self) -> str:
-        """Made on first use (only errors need one)."""
-        if self._request_id is None:
-            self._request_id = uuid.uuid4().hex
-        return self._request_id
+        """The id the RequestIds middleware gave this request (the same one the logs carry)."""
+        return observability.request_id.get()
 
     @property
     def loaders(self) -> Loaders:

@@ -1,11 +1,13 @@
 """Schema extensions: the authentication gate and the shaping of errors."""
 
 import logging
+import time
 
-from graphql import ExecutionResult, GraphQLError, OperationDefinitionNode
+from graphql import ExecutionResult, GraphQLError, OperationDefinitionNode, get_operation_ast
 from strawberry.extensions import SchemaExtension
 
 from app.errors import AccessDenied, DomainError
+from app.observability import OPERATIONS
 from graph.errors import coded, top_level
 
 log = logging.getLogger("shareflow.graphql")
@@ -78,3 +80,30 @@ class ErrorShaping(SchemaExtension):
         return GraphQLError(
             shaped.message, nodes=error.nodes, path=error.path, extensions=shaped.extensions
         )
+
+
+class OperationMetrics(SchemaExtension):
+    """Each operation's latency by name and type, for /metrics."""
+
+    def on_operation(self):
+        started = time.perf_counter()
+        yield
+        context = self.execution_context
+        kind = context.operation_type.value if context.operation_type else "unknown"
+        label = operation_label(context.graphql_document, context.operation_name)
+        OPERATIONS.labels(operation=label, type=kind).observe(time.perf_counter() - started)
+
+
+def operation_label(document, operation_name: str | None) -> str:
+    """The operation's name, or for an anonymous one its first root field (`{ me { ... } }` is
+    "me"), so that the metrics say what was asked without one series per query text."""
+    operation = get_operation_ast(document, operation_name) if document is not None else None
+    if operation is None:
+        return "unknown"
+    if operation.name:
+        return operation.name.value[:64]
+    for selection in operation.selection_set.selections:
+        name = getattr(getattr(selection, "name", None), "value", None)
+        if name:
+            return name
+    return "unknown"

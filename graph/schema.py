@@ -7,7 +7,7 @@ from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxToke
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
-from graph.extensions import AuthenticationGate, ErrorShaping
+from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics
 from graph.mutations.add_agreement import AgreementPayload, add_agreement
 from graph.mutations.change_price_plan import change_price_plan
 from graph.mutations.close_period import ClosePeriodPayload, close_period
@@ -62,6 +62,7 @@ schema = strawberry.Schema(
     extensions=[
         AuthenticationGate,
         ErrorShaping,
+        OperationMetrics,
         lambda: AddValidationRules(_LIMITS),
         lambda: MaxTokensLimiter(max_token_count=5000),
         lambda: ParserCache(maxsize=512),  # the LRU lives at module level, shared by every request

@@ -17,6 +17,7 @@ UNAUTHENTICATED once the key no longer works.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -32,6 +33,7 @@ from strawberry.types.unset import UNSET
 
 from app.auth import Caller, Principal, identify
 from app.errors import DomainError
+from app.observability import SUBSCRIPTIONS
 from app.pubsub import Event, Subscriber, channel_for
 from app.services import events, settlement
 from app.services.access import visible_parties
@@ -226,6 +228,14 @@ class _Batch:
     closed: tuple[str, ...]
 
 
+@contextlib.asynccontextmanager
+async def _inbox(context: SocketContext):
+    """The network's channel, counted as an open subscription on /metrics while it is held."""
+    with SUBSCRIPTIONS.track_inprogress():
+        async with context.rt.pubsub.subscribe(channel_for(context.principal.network_id)) as inbox:
+            yield inbox
+
+
 async def _events(context: SocketContext, inbox: Subscriber) -> AsyncGenerator[_Batch | None, None]:
     """The channel's events as they come, the waiting ones taken together, the key checked again
     before each batch; None after a quiet `REVALIDATE_SECONDS`."""
@@ -245,7 +255,7 @@ async def _events(context: SocketContext, inbox: Subscriber) -> AsyncGenerator[_
 
 async def _settlement_stream(context: SocketContext, party_id: int) -> AsyncGenerator[SettlementUpdate, None]:
     rt = context.rt
-    async with rt.pubsub.subscribe(channel_for(context.principal.network_id)) as inbox:
+    async with _inbox(context) as inbox:
         last: _Totals | None = None
         batch: _Batch | None = None
         stream = _events(context, inbox)
@@ -273,7 +283,7 @@ async def _settlement_stream(context: SocketContext, party_id: int) -> AsyncGene
 
 async def _finalized_stream(context: SocketContext, party_id: int) -> AsyncGenerator[Statement, None]:
     rt = context.rt
-    async with rt.pubsub.subscribe(channel_for(context.principal.network_id)) as inbox:
+    async with _inbox(context) as inbox:
         async for batch in _events(context, inbox):
             if batch is None:
                 continue

@@ -1,6 +1,7 @@
 import strawberry
 
 from app.errors import DomainError
+from app.observability import PERIOD_CLOSES
 from app.services import settlement
 from graph.context import Info
 from graph.errors import UserError, user_errors
@@ -22,6 +23,7 @@ async def close_period(info: Info, period: str) -> ClosePeriodPayload:
         key, count = await settlement.close_period(info.context.rt, principal, period)
     except DomainError as error:
         return ClosePeriodPayload(errors=user_errors(error))
+    PERIOD_CLOSES.inc()
     network = await info.context.loaders.network_by_id.load(principal.network_id)
     return ClosePeriodPayload(period=SettlementPeriod.of(key, network.time_zone, closed=True), statement_count=count)
 

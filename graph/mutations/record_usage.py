@@ -4,6 +4,7 @@ from decimal import Decimal
 from enum import Enum
 
 from app.errors import DomainError
+from app.observability import USAGE_EVENTS
 from app.services import usage
 from graph.context import Info
 from graph.errors import UserError, user_errors
@@ -63,6 +64,7 @@ def _item(event: UsageInput) -> usage.UsageItem:
 async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePayload:
     principal = info.context.party_principal()
     if len(events) > usage.MAX_BATCH:
+        USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
         return RecordUsagePayload(
             rejected=len(events),
             errors=[UserError(field=["events"], code="BATCH_TOO_LARGE", message=f"at most {usage.MAX_BATCH} events per batch")],
@@ -70,11 +72,15 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
     try:
         recorded = await usage.record_usage(info.context.rt, principal, [_item(e) for e in events])
     except DomainError as error:
+        USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
         return RecordUsagePayload(rejected=len(events), errors=user_errors(error))
+    counts = {status: recorded.count(status) for status in ("ACCEPTED", "DUPLICATE", "REJECTED")}
+    for status, count in counts.items():
+        USAGE_EVENTS.labels(status=status).inc(count)
     return RecordUsagePayload(
-        accepted=recorded.count("ACCEPTED"),
-        duplicates=recorded.count("DUPLICATE"),
-        rejected=recorded.count("REJECTED"),
+        accepted=counts["ACCEPTED"],
+        duplicates=counts["DUPLICATE"],
+        rejected=counts["REJECTED"],
         results=[
             UsageResult(
                 index=index,

@@ -1,0 +1,72 @@
+"""Metrics for Prometheus (/metrics) and structured JSON logs that carry the request id."""
+
+import contextvars
+import logging
+import uuid
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pythonjsonlogger.json import JsonFormatter
+from starlette.requests import Request
+from starlette.responses import Response
+
+REGISTRY = CollectorRegistry()
+OPERATIONS = Histogram(
+    "shareflow_graphql_operation_seconds",
+    "GraphQL operations by operation name and type, with their latency.",
+    ["operation", "type"],
+    registry=REGISTRY,
+)
+USAGE_EVENTS = Counter(
+    "shareflow_usage_events_total", "Usage events recorded, by outcome.", ["status"], registry=REGISTRY
+)
+SUBSCRIPTIONS = Gauge("shareflow_open_subscriptions", "GraphQL subscriptions open in this process.", registry=REGISTRY)
+PERIOD_CLOSES = Counter("shareflow_period_closes_total", "Settlement periods closed.", registry=REGISTRY)
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIds:
+    """ASGI middleware: every request (and WebSocket connection) gets an id, in the logs through a
+    context variable and to the client as `x-request-id`."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        value = uuid.uuid4().hex
+        request_id.set(value)
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", value.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class _RequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def configure_logging(level: str = "INFO", stream=None) -> None:
+    """Every log line as one JSON object with the request id of the request it belongs to."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s", timestamp=False))
+    handler.addFilter(_RequestId())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+
+
+async def metrics_endpoint(_request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
