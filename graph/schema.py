@@ -3,6 +3,7 @@
 import decimal
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
@@ -48,9 +49,39 @@ class Mutation:
 
 # The limit rules are built once: the validation cache keys on the rule classes, and a limiter
 # built per request would make fresh classes, so that no validation would ever hit the cache.
+class _LimitContext:
+    """A validation context whose reported errors carry the code LIMIT_EXCEEDED."""
+
+    def __init__(self, context) -> None:
+        self._context = context
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    def report_error(self, error: GraphQLError) -> None:
+        self._context.report_error(
+            GraphQLError(error.message, error.nodes, extensions={**(error.extensions or {}), "code": "LIMIT_EXCEEDED"})
+        )
+
+
+def _coded(rule: type) -> type:
+    """The limiter's rule, its refusals carrying a stable code (the limiters report through the
+    validation context they are given)."""
+
+    class Coded(rule):
+        def __init__(self, context) -> None:
+            super().__init__(_LimitContext(context))
+
+    Coded.__name__ = rule.__name__
+    return Coded
+
+
 _LIMITS = [
-    *QueryDepthLimiter(max_depth=12).validation_rules,
-    *MaxAliasesLimiter(max_alias_count=30).validation_rules,
+    _coded(rule)
+    for rule in (
+        *QueryDepthLimiter(max_depth=12).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=30).validation_rules,
+    )
 ]
 
 schema = strawberry.Schema(

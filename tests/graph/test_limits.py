@@ -64,6 +64,7 @@ async def test_a_query_past_the_depth_limit_is_refused_naming_the_limit(api, net
     body = await api.post(nested(14), key=network.owner.key)
     assert body["data"] is None
     assert [e["message"] for e in body["errors"]] == ["'anonymous' exceeds maximum operation depth of 12"]
+    assert body["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
 
 
 async def test_thirty_aliases_run_and_the_thirty_first_is_refused(api, network):
@@ -72,6 +73,7 @@ async def test_thirty_aliases_run_and_the_thirty_first_is_refused(api, network):
     body = await api.post(thirty[:-1] + "a30: __typename }", key=network.owner.key)
     assert body["data"] is None
     assert [e["message"] for e in body["errors"]] == ["31 aliases found. Allowed: 30"]
+    assert body["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
 
 
 async def test_a_document_of_more_than_5000_tokens_is_refused_unparsed(api, network):
