@@ -4,8 +4,7 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,7 +15,7 @@ from app.services import usage
 
 BATCH = usage.MAX_BATCH
 "Rows per recorded batch: the largest batch the use-case takes, so per-batch work is paid rarely."
-FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
+FIELDS = usage.FIELDS
 
 
 @dataclass
@@ -39,22 +38,23 @@ def _rows(path: Path) -> Iterator[dict]:
 
 def _item(row: dict, decode_service) -> usage.UsageItem:
     """A row as a usage item; a value that does not parse becomes one the use-case refuses."""
-    try:
-        quantity = Decimal(str(row.get("quantity", "")).strip())
-    except InvalidOperation:
-        quantity = Decimal("NaN")
-    try:
-        occurred = datetime.fromisoformat(str(row.get("occurredAt", "")).strip().replace("Z", "+00:00"))
-    except ValueError:
-        occurred = datetime.min
-    return usage.UsageItem(
-        idempotency_key=str(row.get("idempotencyKey") or ""),
-        service_id=decode_service(str(row.get("serviceId") or "")),
-        consumer_ref=str(row.get("consumerRef") or ""),
-        metric=str(row.get("metric") or ""),
-        quantity=quantity,
-        occurred_at=occurred,
-    )
+    return usage.item_from_row(row, decode_service)
+
+
+def cached(decode_service):
+    """decode_service, remembered per distinct id (a file names few services, many times)."""
+    known: dict[str, int | None] = {}
+
+    def decode(value: str) -> int | None:
+        try:
+            return known[value]
+        except KeyError:
+            result = decode_service(value)
+            if len(known) < 10_000:
+                known[value] = result
+            return result
+
+    return decode
 
 
 async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_service, progress: bool = True) -> ImportReport:
@@ -74,6 +74,7 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
         bar.update(len(batch))
         batch.clear()
 
+    decode_service = cached(decode_service)
     offset = 0
     for row in _rows(path):
         batch.append(_item(row, decode_service))

@@ -28,6 +28,7 @@ from app.observability import OPERATIONS, RequestIds, configure_logging, metrics
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 from app.statement_csv import statement_csv
+from app.usage_ndjson import usage_ndjson
 from graph.context import Context
 from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, operation_label
 from graph.schema import schema
@@ -276,6 +277,7 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route("/statements/{statement_id}.csv", statement_csv),
+            Route("/usage.ndjson", usage_ndjson, methods=["POST"]),
             *dashboard.routes,
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),

@@ -272,6 +272,41 @@ async def drive(url: str, key: str, payloads: list[bytes]) -> dict:
     return counts
 
 
+NDJSON_BATCH = 5000
+"Lines per NDJSON request: the endpoint's own batch (one transaction per 5,000 lines)."
+
+
+def ndjson_bodies(batch: list[dict]) -> list[bytes]:
+    return ["".join(json.dumps(e) + "\n" for e in batch[i : i + NDJSON_BATCH]).encode()
+            for i in range(0, len(batch), NDJSON_BATCH)]
+
+
+async def drive_ndjson(base: str, key: str, payloads: list[bytes]) -> dict:
+    """POST every NDJSON body to /usage.ndjson, CONCURRENCY at a time; counts from the closing line."""
+    assert base.startswith("http://127.0.0.1:"), base
+    counts = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+    pending = iter(payloads)
+    headers = {"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {key}"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for body in pending:
+            answer = await client.post(base + "/usage.ndjson", content=body, headers=headers)
+            if answer.status_code != 200:
+                counts["failed"] += 1
+                continue
+            summary = json.loads(answer.content.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+            for name in ("accepted", "duplicates", "rejected"):
+                counts[name] += summary[name]
+
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
+        counts["seconds"] = time.perf_counter() - started
+    counts["rate"] = counts["accepted"] / counts["seconds"]
+    return counts
+
+
 # --- the figure ----------------------------------------------------------------------------------
 
 
@@ -309,6 +344,12 @@ def run(cfg: Config) -> Section:
                 results[name].append(asyncio.run(drive(server.url + "/graphql", setup.key, bodies(batch))))
         # a re-sent batch: every item DUPLICATE, nothing written
         again = asyncio.run(drive(a.url + "/graphql", setup.key, bodies(all_events["empty"][:BATCH])))
+        # the NDJSON endpoint on the same server: 3 rounds of the same number of events
+        ndjson = []
+        for r in range(rounds):
+            lot = events(setup, f"nd{r}", per_round * BATCH, seed=300 + r)
+            ndjson.append(asyncio.run(drive_ndjson(a.url, setup.key, ndjson_bodies(lot))))
+        ndjson_again = asyncio.run(drive_ndjson(a.url, setup.key, ndjson_bodies(lot[:NDJSON_BATCH])))
 
     http_events = all_events["empty"]
     raw = raw_floor(setup, http_events, "floor-http.db")
@@ -342,6 +383,8 @@ def run(cfg: Config) -> Section:
         return "**met**" if ok else "**NOT met**"
 
     loaded_ratio = rate["loaded"] / rate["empty"]
+    ndjson_rate = median([c["rate"] for c in ndjson])
+    bad["ndjson"] = sum(c["failed"] + c["rejected"] + c["duplicates"] for c in ndjson)
     rows = [
         Row("`recordUsage` HTTP, empty period", size, f"{fmt_int(rate['empty'])} events/s", floors,
             f"{rate['empty'] / raw:.1%} of raw; ×{rate['empty'] / naive:.1f} naive",
@@ -349,6 +392,11 @@ def run(cfg: Config) -> Section:
         Row(f"`recordUsage` HTTP, {fmt_int(loaded_n)} events already in the period", size,
             f"{fmt_int(rate['loaded'])} events/s", f"{fmt_int(rate['empty'])} events/s empty period (same run)",
             f"{loaded_ratio:.1%}", f"goal ≥ {GOAL_LOADED:.0%}: {met(loaded_ratio >= GOAL_LOADED)}; runs {runs['loaded']}"),
+        Row("`POST /usage.ndjson` HTTP", f"{rounds}×{fmt_int(per_round * BATCH)} events in bodies of {NDJSON_BATCH:,} lines, "
+            f"{CONCURRENCY} connections", f"{fmt_int(ndjson_rate)} events/s", f"{fmt_int(raw)} rows/s raw executemany",
+            f"{ndjson_rate / raw:.1%} of raw; ×{ndjson_rate / rate['empty']:.2f} recordUsage",
+            f"runs {', '.join(fmt_int(c['rate']) for c in ndjson)}; re-sent body of {NDJSON_BATCH:,}: "
+            f"{ndjson_again['duplicates']:,} duplicates in {ndjson_again['seconds'] * 1000:.0f} ms"),
         Row("`shareflow import-usage` (NDJSON)", f"{fmt_int(bulk_n)} events", f"{fmt_int(bulk_rate)} events/s",
             f"raw executemany {fmt_int(bulk_raw)} rows/s (same rows)", f"{bulk_rate / bulk_raw:.1%} of raw",
             f"goal ≥ {GOAL_BULK:,}: {met(bulk_rate >= GOAL_BULK)}; {bulk_seconds:.1f} s wall-clock including start-up; "
@@ -373,7 +421,8 @@ def run(cfg: Config) -> Section:
         f"An httpx client on 127.0.0.1 POSTs pre-encoded batches of {BATCH:,} with {CONCURRENCY} connections, selecting "
         f"`accepted duplicates rejected errors {{ code }} results {{ index status errors {{ field code }} }}`; after a "
         f"one-batch warm-up, {rounds} interleaved rounds of {per_round} batches per server; the median round is "
-        f"reported. Bulk: `shareflow import-usage FILE.ndjson` on a fresh copy, wall-clock of the whole command. "
+        f"reported. Then, on the same server, `POST /usage.ndjson` with the same kind of events in bodies of "
+        f"{NDJSON_BATCH:,} lines ({CONCURRENCY} connections, {rounds} rounds of {fmt_int(per_round * BATCH)} events, median). Bulk: `shareflow import-usage FILE.ndjson` on a fresh copy, wall-clock of the whole command. "
         f"Floors: raw `sqlite3.executemany` of the same usage_events rows in one transaction (WAL, synchronous=NORMAL, "
         f"events only: no consumers, no running totals) and a naive SQLModel AsyncSession insert of one row per "
         f"transaction."

@@ -9,7 +9,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,6 +42,46 @@ class UsageItem:
     metric: str
     quantity: Decimal
     occurred_at: datetime
+
+
+FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
+"The keys of a usage item as it arrives (GraphQL's UsageInput, an NDJSON line, a CSV header)."
+
+
+def item_from_row(row, decode_service) -> UsageItem:
+    """A raw usage row (keyed by FIELDS) as a UsageItem: the one conversion shared by recordUsage,
+    the NDJSON endpoint and the bulk import. Values may be already typed (GraphQL's coerced Decimal
+    and datetime) or text and numbers (NDJSON, CSV); a value that does not parse becomes one the
+    use-case refuses with that field's path. `decode_service` turns the service's global id into
+    its row id, or None."""
+    get = row.get
+    quantity = get("quantity")
+    if type(quantity) is not Decimal:
+        if type(quantity) is int:
+            quantity = Decimal(quantity)
+        else:
+            try:
+                quantity = Decimal(str("" if quantity is None else quantity).strip())
+            except InvalidOperation:
+                quantity = Decimal("NaN")
+    occurred = get("occurredAt")
+    if not isinstance(occurred, datetime):
+        try:
+            occurred = datetime.fromisoformat(str("" if occurred is None else occurred).strip().replace("Z", "+00:00"))
+        except ValueError:
+            occurred = datetime.min
+    key = get("idempotencyKey")
+    ref = get("consumerRef")
+    metric = get("metric")
+    service = get("serviceId")
+    return UsageItem(
+        key if type(key) is str else str(key or ""),
+        decode_service(service if type(service) is str else str(service or "")),
+        ref if type(ref) is str else str(ref or ""),
+        metric if type(metric) is str else str(metric or ""),
+        quantity,
+        occurred,
+    )
 
 
 @dataclass

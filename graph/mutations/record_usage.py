@@ -1,3 +1,5 @@
+import functools
+
 import strawberry
 from datetime import datetime
 from decimal import Decimal
@@ -46,22 +48,29 @@ class RecordUsagePayload:
     errors: list[UserError] = strawberry.field(default_factory=list, description="Errors about the batch as a whole.")
 
 
-def _item(event: UsageInput) -> usage.UsageItem:
+@functools.lru_cache(maxsize=1024)
+def _service_id(value: str) -> int | None:
+    """The row id of a Service global id, None when it is not one (reported NOT_FOUND)."""
     try:
-        service_id = decode_id(event.service_id, "Service")
+        return decode_id(value, "Service")
     except DomainError:
-        service_id = None
-    return usage.UsageItem(
-        idempotency_key=event.idempotency_key,
-        service_id=service_id,
-        consumer_ref=event.consumer_ref,
-        metric=event.metric,
-        quantity=event.quantity,
-        occurred_at=event.occurred_at,
-    )
+        return None
+
+
+def _usage_item(cls, value, context) -> usage.UsageItem:
+    """UsageInput's `from_input` hook: graphql-core's coerced value (keyed by the GraphQL field
+    names, quantity and occurredAt already a Decimal and a datetime) straight to the use-case's
+    item, through the conversion the NDJSON endpoint and the importer use too. Strawberry's
+    default builds a UsageInput field by field, which cost about 40 ms per 1,000 events."""
+    return usage.item_from_row(value, _service_id)
+
+
+# The schema (SDL) is unchanged: only how strawberry builds the Python value of the argument.
+UsageInput.__strawberry_definition__.from_input = _usage_item
 
 
 async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePayload:
+    # `events` holds usage.UsageItem values (see _usage_item), declared as UsageInput for the schema.
     principal = info.context.party_principal()
     if len(events) > usage.MAX_BATCH:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
@@ -70,7 +79,7 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
             errors=[UserError(field=["events"], code="BATCH_TOO_LARGE", message=f"at most {usage.MAX_BATCH} events per batch")],
         )
     try:
-        recorded = await usage.record_usage(info.context.rt, principal, [_item(e) for e in events])
+        recorded = await usage.record_usage(info.context.rt, principal, events)
     except DomainError as error:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
         return RecordUsagePayload(rejected=len(events), errors=user_errors(error))

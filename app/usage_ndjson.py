@@ -1,0 +1,144 @@
+"""Usage as NDJSON over HTTP: POST /usage.ndjson with the same API key as GraphQL.
+
+The body holds one UsageInput-shaped JSON object per line (`idempotencyKey`, `serviceId`,
+`consumerRef`, `metric`, `quantity`, `occurredAt`); blank lines are skipped and do not count. The
+answer is NDJSON, one line per item in order: `{"index", "status", "eventId", "errors"}` with the
+status ACCEPTED, DUPLICATE or REJECTED and errors as `{"field", "code", "message"}` (the field path
+as recordUsage gives it, `["events", "<index>", "quantity"]`, the index counting the whole body),
+then one closing line `{"accepted", "duplicates", "rejected"}`.
+
+Same semantics as `recordUsage`: the same conversion of an item (usage.item_from_row, shared with
+the importer), validation, idempotency and access (app.services.usage.record_usage), the same
+body-size limit and the same rate limit per key (one request takes one token). Items are recorded
+in batches of at most MAX_BATCH, each committed in its own transaction before its results are
+streamed, so a long body is answered as it is written; a line that is not a JSON object is
+rejected on its own (`INVALID`, path `["events", "<index>"]`)."""
+
+import json
+from decimal import Decimal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+
+from app.auth import identify
+from app.errors import DomainError, Problem
+from app.limits import LimitExceeded, bucket_of, limit_body
+from app.observability import USAGE_EVENTS
+from app.runtime import Runtime
+from app.services import usage
+from graph.ids import decode_id, to_global_id
+
+MEDIA_TYPE = "application/x-ndjson"
+BATCH = usage.MAX_BATCH
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
+
+
+def _service_decoder():
+    known: dict[str, int | None] = {}
+
+    def decode(value: str) -> int | None:
+        if value in known:
+            return known[value]
+        try:
+            result = decode_id(value, "Service")
+        except DomainError:
+            result = None
+        if len(known) < 1024:
+            known[value] = result
+        return result
+
+    return decode
+
+
+def _problems(problems: list[Problem], index: int) -> list[dict]:
+    """The use-case's problems with the batch's index replaced by the body's."""
+    out = []
+    for p in problems:
+        path = list(p.path)
+        if len(path) >= 2 and path[0] == "events":
+            path[1] = str(index)
+        out.append({"field": path or None, "code": p.code, "message": p.message})
+    return out
+
+
+def _line(index: int, status: str, event_id: int | None, errors: list[dict]) -> str:
+    return json.dumps({
+        "index": index, "status": status,
+        "eventId": to_global_id("UsageEvent", event_id) if event_id is not None else None, "errors": errors,
+    }, separators=(",", ":"))
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    receive = limit_body(request.scope, request.receive, limit)
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def usage_ndjson(request: Request):
+    rt: Runtime = request.app.state.rt
+    caller = await identify(rt.sessions, request.headers.get("authorization"), rt.settings.operator_key, rt.keys)
+    if caller is None:
+        return _error(401, "UNAUTHENTICATED", "a valid API key is required")
+    principal = caller.principal
+    limiter = getattr(getattr(request.app.state, "graphql", None), "rate_limiter", None)
+    try:
+        if limiter is not None:
+            await limiter.check(bucket_of(principal))
+        if principal.network_id is None:
+            return _error(403, "FORBIDDEN", "the operator key may only create networks")
+        body = await _read(request, rt.settings.max_body_bytes)
+    except LimitExceeded as refusal:
+        return JSONResponse(json.loads(refusal.body()), status_code=refusal.status,
+                            headers={k.decode(): v.decode() for k, v in refusal.headers() if k != b"content-type"})
+    lines = [line for line in body.split(b"\n") if line.strip()]
+
+    async def answer():
+        counts = {"ACCEPTED": 0, "DUPLICATE": 0, "REJECTED": 0}
+        decode = _service_decoder()
+        for start in range(0, len(lines), BATCH):
+            before = dict(counts)
+            out: list[str | None] = [None] * min(BATCH, len(lines) - start)
+            items: list[usage.UsageItem] = []
+            positions: list[int] = []
+            for offset, raw in enumerate(lines[start : start + BATCH]):
+                try:
+                    row = json.loads(raw, parse_float=Decimal)
+                except ValueError:
+                    row = None
+                if type(row) is not dict:
+                    index = start + offset
+                    out[offset] = _line(index, "REJECTED", None, [
+                        {"field": ["events", str(index)], "code": "INVALID", "message": "not a JSON object"}])
+                    counts["REJECTED"] += 1
+                    continue
+                items.append(usage.item_from_row(row, decode))
+                positions.append(offset)
+            if items:
+                try:
+                    recorded = (await usage.record_usage(rt, principal, items)).results
+                except DomainError as error:  # the batch as a whole (e.g. a running total would overflow)
+                    recorded = [usage.ItemResult("REJECTED", problems=error.problems)] * len(items)
+                for offset, result in zip(positions, recorded):
+                    index = start + offset
+                    event = result.event
+                    out[offset] = _line(index, result.status, event.id if event is not None else None,
+                                        _problems(result.problems, index))
+                    counts[result.status] += 1
+            for status, count in counts.items():
+                if count > before[status]:
+                    USAGE_EVENTS.labels(status=status).inc(count - before[status])
+            yield "\n".join(out) + "\n"
+        yield json.dumps({"accepted": counts["ACCEPTED"], "duplicates": counts["DUPLICATE"],
+                          "rejected": counts["REJECTED"]}) + "\n"
+
+    return StreamingResponse(answer(), media_type=MEDIA_TYPE)
