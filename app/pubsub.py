@@ -19,6 +19,7 @@ Messages are small JSON-able dicts; channels are named per network (`channel_for
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -51,46 +52,67 @@ class Event:
 
 
 class Subscriber:
-    """A local subscriber's inbox: `await next()` (or `async for`) gives the channel's events in order."""
+    """A local subscriber's inbox: `await next()` (or `async for`) gives the channel's events in order.
+
+    A deque and one waiter future rather than an `asyncio.Queue` under `asyncio.wait_for`: a fan-out
+    wakes a thousand inboxes at once, and a wait with a timeout here costs a timer, not a task."""
 
     def __init__(self, hub: _Hub, channel: str, maxsize: int) -> None:
         self.hub = hub
         self.channel = channel
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self._items: collections.deque[Event] = collections.deque()
+        self._waiter: asyncio.Future | None = None
         self.dropped = 0
         "Events lost because the inbox was full (the oldest go first)."
 
     def offer(self, event: Event) -> None:
         """Never blocks: a full inbox loses its oldest event."""
-        queue = self.queue
-        if queue.full():
-            with contextlib.suppress(asyncio.QueueEmpty):
-                queue.get_nowait()
+        items = self._items
+        if len(items) >= self.maxsize:
+            items.popleft()
             self.dropped += 1
-        queue.put_nowait(event)
+        items.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self, timeout: float | None = None) -> Event | None:
         """The next event; None when `timeout` seconds pass without one."""
-        if timeout is None:
-            return await self.queue.get()
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
+        items = self._items
+        if not items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not items:
+                return None
+        return items.popleft()
 
     def pending(self) -> list[Event]:
         """Every event already waiting, taken out of the inbox."""
-        events = []
-        queue = self.queue
-        while not queue.empty():
-            events.append(queue.get_nowait())
+        events = list(self._items)
+        self._items.clear()
         return events
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
 
     async def __anext__(self) -> Event:
-        return await self.queue.get()
+        event = None
+        while event is None:
+            event = await self.next()
+        return event
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Hub:

@@ -159,7 +159,7 @@ class StatementQuery:
         async with rt.sessions() as session:
             page = await paginate(session, rt, stmt, FinalStatement.id, first, after)
             parties = {p.id: p for p in await session.scalars(select(PartyRow).where(PartyRow.id.in_({r.party_id for r in page.rows})))}
-            values = await settlement.final_statements(session, page.rows, parties)
+            values = await settlement.final_statements(session, principal, page.rows, parties)
         return StatementConnection(
             edges=[StatementEdge(cursor=encode_cursor(row.id), node=Statement(value=value)) for row, value in zip(page.rows, values)],
             page_info=PageInfo.of(page),

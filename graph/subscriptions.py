@@ -17,6 +17,7 @@ UNAUTHENTICATED once the key no longer works.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -112,7 +113,8 @@ async def on_connect(context: SocketContext):
 
 
 async def _revalidate(context: SocketContext) -> Caller:
-    """The socket's key checked again; raises UNAUTHENTICATED once it no longer works."""
+    """The socket's key checked again; raises UNAUTHENTICATED once it no longer works. A key in the
+    cache costs a hash and a lookup, no suspension."""
     rt = context.rt
     caller = None
     if context.authorization is not None:
@@ -159,21 +161,57 @@ async def _watched_party(context: SocketContext, party_id: strawberry.ID | None)
     raise coded("NOT_FOUND", "party not found")
 
 
+_ACCESS: dict[Principal, Principal] = {}
+
+
 def _same_access(principal: Principal) -> Principal:
     """The principal without its key id: what access depends on, so that subscribers with
     different keys of the same party share a computation."""
-    return dataclasses.replace(principal, key_id=None)
+    same = _ACCESS.get(principal)
+    if same is None:
+        if len(_ACCESS) > 10_000:
+            _ACCESS.clear()
+        same = _ACCESS[principal] = dataclasses.replace(principal, key_id=None)
+    return same
 
 
 async def _shared(event: Event | None, key: tuple, compute: Callable[[], Awaitable[Any]]) -> Any:
     """`compute()` once per event and key, shared by every local subscriber that asks for it."""
     if event is None:
         return await compute()
-    task = event.memo.get(key)
-    if task is None:
-        task = event.memo[key] = asyncio.ensure_future(compute())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    return await asyncio.shield(task)
+    shared = event.memo.get(key)
+    if shared is None:
+        shared = event.memo[key] = _Computation(asyncio.ensure_future(compute()))
+    return await shared.result()
+
+
+class _Computation:
+    """One shared computation and the subscribers waiting for it: each waits on a future of its
+    own (its cancellation cancels only that), all woken by one callback; once it is done, a
+    subscriber takes the result without suspending."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Future) -> None:
+        self.task = task
+        self.waiters: list[asyncio.Future] = []
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: raised to the subscribers, not logged as lost
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+    async def result(self) -> Any:
+        task = self.task
+        if not task.done():
+            waiter = task.get_loop().create_future()
+            self.waiters.append(waiter)
+            await waiter
+        return task.result()
 
 
 def _unexpected(context: Context, error: Exception) -> GraphQLError:
@@ -201,11 +239,66 @@ class _Totals:
     net: int
 
     def update(self) -> SettlementUpdate:
+        """The message (one object for every subscriber that gets these totals)."""
+        made = self.__dict__.get("_update")
+        if made is None:
+            made = self._make_update()
+            object.__setattr__(self, "_update", made)
+        return made
+
+    def _make_update(self) -> SettlementUpdate:
         c = self.currency
         return SettlementUpdate(
             party=Party(row=self.party), period=self.period, currency=c,
             receivable=Money.of(self.receivable, c), payable=Money.of(self.payable, c), net=Money.of(self.net, c),
         )
+
+
+_WATCHED: dict[int, collections.Counter] = {}
+"network -> the parties this process's `settlementUpdated` subscriptions watch (with how many)."
+
+
+@contextlib.contextmanager
+def _watching(network_id: int, party_id: int):
+    watched = _WATCHED.setdefault(network_id, collections.Counter())
+    watched[party_id] += 1
+    try:
+        yield
+    finally:
+        watched[party_id] -= 1
+        if watched[party_id] <= 0:
+            del watched[party_id]
+        if not watched and _WATCHED.get(network_id) is watched:
+            del _WATCHED[network_id]
+
+
+async def _network_totals(rt, network_id: int) -> settlement.NetworkTotals | None:
+    """Every party's running totals of the network (no access applied: see `_event_totals`), with
+    the rows of the parties watched here; once per event for all the network's subscribers."""
+    return await settlement.network_totals(rt, network_id, tuple(_WATCHED.get(network_id, ())))
+
+
+async def _event_totals(rt, event: Event, principal: Principal, party_id: int) -> _Totals | None:
+    """The party's running totals after an event, as the principal may see it: from the network's
+    totals when the party is one the principal may watch (itself; for the owner, any party of its
+    network), else (a consumer, a closed period, a party gone) from its own statement."""
+    network = await _shared(event, ("network", principal.network_id), lambda: _network_totals(rt, principal.network_id))
+    row = None if network is None else network.parties.get(party_id)
+    if (
+        row is not None
+        and row.kind != "CONSUMER"
+        and row.network_id == principal.network_id
+        and (principal.is_owner or row.id == principal.party_id)
+    ):
+        totals = event.memo.get(("party-totals", party_id))
+        if totals is None:
+            sums = network.of(party_id)
+            totals = event.memo[("party-totals", party_id)] = _Totals(
+                row, network.period, network.currency, sums.receivable, sums.payable, sums.net
+            )
+        return totals
+    return await _shared(event, ("totals", _same_access(principal), party_id),
+                         lambda: _running_totals(rt, principal, party_id))
 
 
 async def _running_totals(rt, principal: Principal, party_id: int) -> _Totals | None:
@@ -255,30 +348,33 @@ async def _events(context: SocketContext, inbox: Subscriber) -> AsyncGenerator[_
 
 async def _settlement_stream(context: SocketContext, party_id: int) -> AsyncGenerator[SettlementUpdate, None]:
     rt = context.rt
-    async with _inbox(context) as inbox:
-        last: _Totals | None = None
-        batch: _Batch | None = None
-        stream = _events(context, inbox)
-        while True:
-            if batch is None and last is not None:
-                pass  # a quiet interval: only the key was checked
-            elif batch is None or events.USAGE in batch.kinds:
-                event = None if batch is None else batch.event
-                principal = context.party_principal()
-                try:
-                    totals = await _shared(event, ("totals", _same_access(principal), party_id),
-                                           lambda p=principal: _running_totals(rt, p, party_id))
-                except (GraphQLError, asyncio.CancelledError):
-                    raise
-                except Exception as error:  # noqa: BLE001 - masked, like any unexpected error
-                    raise _unexpected(context, error) from None
-                if totals is None:
-                    raise coded("NOT_FOUND", "party not found")
-                if totals != last:
-                    last = totals
-                    context.fresh_loaders()
-                    yield totals.update()
-            batch = await anext(stream)
+    with _watching(context.principal.network_id, party_id):
+        async with _inbox(context) as inbox:
+            last: _Totals | None = None
+            batch: _Batch | None = None
+            stream = _events(context, inbox)
+            while True:
+                if batch is None and last is not None:
+                    pass  # a quiet interval: only the key was checked
+                elif batch is None or events.USAGE in batch.kinds:
+                    event = None if batch is None else batch.event
+                    principal = context.party_principal()
+                    try:
+                        if event is None:  # the first message: this party's statement alone
+                            totals = await _running_totals(rt, principal, party_id)
+                        else:
+                            totals = await _event_totals(rt, event, principal, party_id)
+                    except (GraphQLError, asyncio.CancelledError):
+                        raise
+                    except Exception as error:  # noqa: BLE001 - masked, like any unexpected error
+                        raise _unexpected(context, error) from None
+                    if totals is None:
+                        raise coded("NOT_FOUND", "party not found")
+                    if totals != last:
+                        last = totals
+                        context.fresh_loaders()
+                        yield totals.update()
+                batch = await anext(stream)
 
 
 async def _finalized_stream(context: SocketContext, party_id: int) -> AsyncGenerator[Statement, None]:

@@ -7,7 +7,7 @@ does not exist for that caller.
 from sqlalchemy import ColumnElement, and_, false, or_, select, union
 
 from app.auth import Principal
-from models import Agreement, Party, Service
+from models import Agreement, Party, Service, UsageLine
 
 
 def services_taken_part_in(principal: Principal):
@@ -55,6 +55,7 @@ def visible_parties(principal: Principal) -> ColumnElement[bool]:
         return in_network
     if principal.kind == "CONSUMER":
         return and_(in_network, Party.id == principal.party_id)
+    me = principal.party_id
     chains = services_taken_part_in(principal)
     chain_members = union(
         select(Agreement.payer_id).where(Agreement.network_id == principal.network_id, Agreement.service_id.in_(chains)),
@@ -62,14 +63,19 @@ def visible_parties(principal: Principal) -> ColumnElement[bool]:
         select(Service.provider_id).where(Service.network_id == principal.network_id, Service.id.in_(chains)),
         select(Service.billed_by_id).where(Service.network_id == principal.network_id, Service.id.in_(chains)),
     )
-    merchants = select(Service.billed_by_id).where(consumer_data_services(principal))
+    # A consumer is its merchant of record's customer, and known to the providers of what it used:
+    # not to the provider of another of the merchant's services.
+    provided = select(Service.id).where(Service.network_id == principal.network_id, Service.provider_id == me)
+    customers_of_mine = select(UsageLine.consumer_id).where(
+        UsageLine.network_id == principal.network_id, UsageLine.service_id.in_(provided)
+    )
     return and_(
         in_network,
         or_(
             Party.id == principal.party_id,
             Party.kind == "OWNER",
             Party.id.in_(chain_members),
-            and_(Party.kind == "CONSUMER", Party.billing_party_id.in_(merchants)),
+            and_(Party.kind == "CONSUMER", or_(Party.billing_party_id == me, Party.id.in_(customers_of_mine))),
         ),
     )
 

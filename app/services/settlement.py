@@ -24,7 +24,7 @@ from app.db import begin_write, lock_network_books
 from app.errors import AccessDenied, DomainError, not_found
 from app.runtime import Runtime
 from app.services import events, periods, validate
-from app.services.access import visible_parties, visible_services
+from app.services.access import consumer_data_services, visible_parties, visible_services
 from app.services.flows import service_splits
 from models import (
     ClosedPeriod,
@@ -195,8 +195,11 @@ async def statement(
         key = periods.resolve(network, period, rt.now(), "period")
         code = validate.currency(currency or network.currency, "currency")
         if await periods.is_closed(session, network.id, key):
-            return await _final(session, party, key, code)
-        services = list(await session.scalars(select(Service).where(Service.network_id == network.id, Service.currency == code).order_by(Service.id)))
+            return await _final(session, principal, party, key, code)
+        stmt = select(Service).where(Service.network_id == network.id, Service.currency == code).order_by(Service.id)
+        if _sees_only_part_of(principal, party):
+            stmt = stmt.where(consumer_data_services(principal))
+        services = list(await session.scalars(stmt))
         ids = [s.id for s in services]
         consumer = party.id if party.kind == "CONSUMER" else None
         if consumer is None:
@@ -223,7 +226,7 @@ async def _invoice_lines(session, network_id: int, consumer_id: int, period: str
     return [InvoiceLine(r.service_id, r.metric, from_micros(r.quantity).normalize(), r.events, r.amount) for r in rows]
 
 
-async def _final(session: AsyncSession, party: Party, period: str, currency: str) -> Statement:
+async def _final(session: AsyncSession, principal: Principal, party: Party, period: str, currency: str) -> Statement:
     row = await session.scalar(
         select(FinalStatement).where(
             FinalStatement.network_id == party.network_id,
@@ -234,11 +237,24 @@ async def _final(session: AsyncSession, party: Party, period: str, currency: str
     )
     if row is None:  # nothing moved for this party: its final statement is empty
         return Statement(party, period, currency, "FINAL", None, [], [])
-    return (await final_statements(session, [row], {party.id: party}))[0]
+    return (await final_statements(session, principal, [row], {party.id: party}))[0]
 
 
-async def final_statements(session: AsyncSession, rows: list[FinalStatement], parties: dict[int, Party]) -> list[Statement]:
-    """Final statements with their lines and charges, two statements for any number of them."""
+def _sees_only_part_of(principal: Principal, party: Party) -> bool:
+    """A consumer's invoice seen by a provider or merchant of record: only the services whose
+    consumer data that caller may see count, lines, charges and totals alike."""
+    return party.kind == "CONSUMER" and not principal.is_owner and principal.party_id != party.id
+
+
+async def _consumer_data_service_ids(session: AsyncSession, principal: Principal) -> set[int]:
+    return set(await session.scalars(select(Service.id).where(consumer_data_services(principal))))
+
+
+async def final_statements(
+    session: AsyncSession, principal: Principal, rows: list[FinalStatement], parties: dict[int, Party]
+) -> list[Statement]:
+    """Final statements with their lines and charges, two statements for any number of them, each
+    as much of it as the caller may see."""
     ids = [r.id for r in rows]
     lines: dict[int, list[StatementLine]] = defaultdict(list)
     for line in await session.scalars(select(FinalStatementLine).where(FinalStatementLine.statement_id.in_(ids)).order_by(FinalStatementLine.id)):
@@ -250,7 +266,17 @@ async def final_statements(session: AsyncSession, rows: list[FinalStatement], pa
         charges[charge.statement_id].append(
             InvoiceLine(charge.service_id, charge.metric, from_micros(charge.quantity).normalize(), charge.events, charge.amount)
         )
-    return [Statement(parties[r.party_id], r.period, r.currency, "FINAL", r.number, lines[r.id], charges[r.id]) for r in rows]
+    allowed = None
+    if any(_sees_only_part_of(principal, parties[r.party_id]) for r in rows):
+        allowed = await _consumer_data_service_ids(session, principal)
+    statements = []
+    for r in rows:
+        own_lines, own_charges = lines[r.id], charges[r.id]
+        if allowed is not None and _sees_only_part_of(principal, parties[r.party_id]):
+            own_lines = [line for line in own_lines if line.service in allowed]
+            own_charges = [charge for charge in own_charges if charge.service_id in allowed]
+        statements.append(Statement(parties[r.party_id], r.period, r.currency, "FINAL", r.number, own_lines, own_charges))
+    return statements
 
 
 async def close_period(rt: Runtime, principal: Principal, key: str) -> tuple[str, int]:
@@ -394,3 +420,52 @@ async def book_corrections(session: AsyncSession, network: Network, services: li
         for e in corrections(recomputed, booked, period)
     )
     await session.flush()
+
+
+@dataclass(frozen=True)
+class NetworkTotals:
+    """Every party's totals in a network's open period and one currency, from one pass over the
+    period's flows: what `statement()` gives each party but a consumer (consumers are taken
+    together here; a consumer's own totals need its statement). No access applies: the caller
+    keeps to each principal what it may see (a party its own totals, the owner any party's)."""
+
+    network_id: int
+    period: str
+    currency: str
+    totals: dict[int, Totals]
+    "By party; a party absent moved nothing (zero totals)."
+    parties: dict[int, Party]
+    "The rows of the parties asked for that belong to the network."
+
+    def of(self, party_id: int) -> Totals:
+        return self.totals.get(party_id) or Totals(0, 0)
+
+
+async def network_totals(rt: Runtime, network_id: int, parties: Iterable[int] = (), currency: str | None = None) -> NetworkTotals | None:
+    """The draft totals of every party of the network's current period (`statement(...)` with no
+    period for all of them at once: one waterfall per service and the booked corrections, each
+    party's lines summed by `statement_lines` over its own entries), with the rows of `parties`.
+    None when the network is unknown or the current period is closed already (final statements)."""
+    wanted = set(parties)
+    async with rt.sessions() as session:
+        network = await session.get(Network, network_id)
+        if network is None:
+            return None
+        key = periods.resolve(network, None, rt.now(), "period")
+        code = validate.currency(currency or network.currency, "currency")
+        if await periods.is_closed(session, network.id, key):
+            return None
+        services = list(await session.scalars(select(Service).where(Service.network_id == network.id, Service.currency == code).order_by(Service.id)))
+        ids = [s.id for s in services]
+        entries = await _consumers_together(session, network, services, key)
+        entries += await _booked(session, network.id, LedgerEntry.booked_period == key, LedgerEntry.service_id.in_(ids))
+        rows = {}
+        if wanted:
+            rows = {p.id: p for p in await session.scalars(select(Party).where(Party.network_id == network.id, Party.id.in_(wanted)))}
+    of_party: dict[int, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        of_party[entry.payer].append(entry)
+        if entry.payee != entry.payer:
+            of_party[entry.payee].append(entry)
+    sums = {party: totals(statement_lines(party, own)) for party, own in of_party.items() if party is not None}
+    return NetworkTotals(network.id, key, code, sums, rows)
