@@ -35,6 +35,9 @@ def run(cfg: Config) -> Section:
     workdir.mkdir()
     env = {**os.environ, "SHAREFLOW_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'shareflow.db'}"}
     env.pop("SHAREFLOW_AUTH_CACHE_SECONDS", None)  # the default key cache, as deployed
+    # The per-key rate limit stays on (its cost is part of every request) but far above this load:
+    # a 429 is not an answer, and a bench that counted them would measure the limiter.
+    env["SHAREFLOW_RATE_LIMIT_PER_MINUTE"] = str(10**9)
     key = _seed(workdir, env)
     auth = f"Bearer {key}"
 
@@ -86,7 +89,7 @@ def run(cfg: Config) -> Section:
     bad = {name: sum(r.errors + r.non_2xx for r in rs) for name, rs in results.items()}
     floor = rps("plain")
     ratio = rps("me") / floor
-    met = "met" if ratio >= GOAL else "NOT met"
+    met = "met" if ratio >= GOAL and not bad["me"] else "NOT met"
     rows = [
         Row("HTTP `me` (authenticated)", f"wrk -c{CONNECTIONS}, {seconds}s ×{RUNS}", f"{fmt_int(rps('me'))} req/s",
             f"{fmt_int(floor)} req/s plain Starlette", f"{ratio:.1%}",
@@ -102,7 +105,7 @@ def run(cfg: Config) -> Section:
         notes.append(f"**Errors or non-2xx responses seen**: {bad}")
     method = (
         f"`shareflow serve` (one uvicorn worker, SQLite on a fresh temporary file, `shareflow demo` seeded, the "
-        f"default 2 s key cache) and `bench/plain_app.py` (same `uvicorn.run` settings, access log on, `gc.freeze()` at "
+        f"default 2 s key cache, the per-key rate limit on but set far above the load) and `bench/plain_app.py` (same `uvicorn.run` settings, access log on, `gc.freeze()` at "
         f"start-up as the app does, returning "
         f"the same bytes) under `wrk -t1 -c{CONNECTIONS} -d{seconds}s` from 127.0.0.1 with `bench/post.lua` "
         f"(POST, JSON body, `Authorization: Bearer`), after a {warmup}s warm-up; median of {RUNS} interleaved runs. "

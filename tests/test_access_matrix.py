@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from graph.schema import schema
 from models import Network as NetworkRow
 from tests.conftest import OPERATOR_KEY, Api
-from tests.graph.conftest import Member, mobility_network, new_network
+from tests.graph.conftest import mobility_network, new_network
 from tests.graph.test_subscriptions import TRANSPORT_WS, Closed, GraphQLSocket, error_code, ws_url  # noqa: F401 (fixture)
 
 PRINCIPALS = ("anonymous", "revoked", "operator", "owner", "provider", "partner", "subpartner", "stranger")

@@ -2,17 +2,14 @@
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
 
-SHAREFLOW = str(Path(sys.executable).parent / "shareflow")
+from tests.servers import serving, shareflow
+
 
 
 @pytest.fixture
@@ -22,13 +19,7 @@ def workdir(tmp_path) -> dict:
 
 
 def run(workdir: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SHAREFLOW, *args], capture_output=True, text=True, timeout=120, **workdir)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return shareflow(workdir["cwd"], workdir["env"], *args)
 
 
 def test_create_network_prints_the_owner_key_as_json(workdir):
@@ -56,16 +47,7 @@ def test_the_demo_serves_the_worked_example_with_a_printed_key(workdir):
     again = run(workdir, "demo")
     assert owner_key in again.stdout, "a second run prints the same keys and seeds nothing twice"
 
-    port = free_port()
-    server = subprocess.Popen([SHAREFLOW, "serve", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **workdir)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with serving(workdir["cwd"], workdir["env"]) as url:
         headers = {"Authorization": f"Bearer {owner_key}"}
         me = httpx.post(f"{url}/graphql", json={"query": "{ me { party { name } } }"}, headers=headers).json()
         assert me == {"data": {"me": {"party": {"name": "MobilityHub"}}}}
@@ -82,9 +64,6 @@ def test_the_demo_serves_the_worked_example_with_a_printed_key(workdir):
             headers=headers,
         ).json()
         assert quote["data"]["quote"]["total"]["amount"] == "9.70"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_import_usage_records_a_file_once_however_often_it_runs(workdir):

@@ -3,17 +3,14 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-SHAREFLOW = str(Path(sys.executable).parent / "shareflow")
+from tests.servers import serving, shareflow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     if os.environ.get("CI"):
@@ -31,27 +28,12 @@ def demo(tmp_path_factory):
     """`shareflow serve` on the demo network: (base URL, keys by party name)."""
     workdir = tmp_path_factory.mktemp("dashboard")
     env = {**os.environ, "SHAREFLOW_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/shareflow.db"}
-    subprocess.run([SHAREFLOW, "migrate"], cwd=workdir, env=env, check=True, capture_output=True)
-    subprocess.run([SHAREFLOW, "demo"], cwd=workdir, env=env, check=True, capture_output=True)
+    for command in ("migrate", "demo"):
+        assert shareflow(workdir, env, command).returncode == 0
     keys = json.loads((workdir / "shareflow-demo-keys.json").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([SHAREFLOW, "serve", "--port", str(port)], cwd=workdir, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with serving(workdir, env) as url:
         record(url, keys["CityCar"], ["first"])  # one 30-minute rental: 9.70 through the chain
         yield url, keys
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ async def test_the_same_key_sent_20_times_at_once_through_two_processes_is_store
 
 async def test_a_revocation_through_one_process_ends_a_subscription_on_the_other_within_the_cache_ttl(cluster):
     from tests.graph.test_api_keys import KEYS, REVOKE
-    from tests.graph.test_subscriptions import FINALIZED, error_code
+    from tests.graph.test_subscriptions import error_code
 
     first, second = cluster
     async with api_on(second) as api:

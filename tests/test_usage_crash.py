@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ from models import (
     UsageLine,
 )
 from tests.conftest import POSTGRES_URL, _drop_postgres_database, _postgres_database
+from tests.servers import free_port
 
 SHAREFLOW = str(Path(sys.executable).parent / "shareflow")
 CAR_SHARING = "U2VydmljZTox"
@@ -94,12 +94,6 @@ class Tally:
     problems: list[str] = field(default_factory=list)
     finish_by: float = float("inf")
     "Set with the stop: when a client stops retrying its last batch."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_batch(rng: random.Random, client: int, number: int) -> list[dict]:

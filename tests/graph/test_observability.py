@@ -1,5 +1,6 @@
 """Operations: /metrics for Prometheus and JSON logs that carry the request id."""
 
+import contextlib
 import io
 import json
 import logging
@@ -9,6 +10,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.observability import configure_logging
 from tests.graph.test_close_period import close, october  # noqa: F401 (fixture)
 from tests.graph.test_record_usage import event, record
+
+
+@contextlib.contextmanager
+def json_logs():
+    """The process's logging as the server configures it, into a buffer, restored afterwards."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging(stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
 
 
 async def sample(client, name: str, **labels) -> float:
@@ -39,11 +54,7 @@ async def test_metrics_count_operations_by_name_usage_outcomes_and_closes(api, c
 
 
 async def test_every_response_names_its_request_and_the_logs_carry_it(client, network):
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    configure_logging(stream=stream)
-    try:
+    with json_logs() as stream:
         response = await client.post(
             "/graphql",
             json={"query": "{ me { party { name } } }"},
@@ -51,9 +62,6 @@ async def test_every_response_names_its_request_and_the_logs_carry_it(client, ne
         )
         request_id = response.headers["x-request-id"]
         logging.getLogger("shareflow.test").warning("something happened")  # outside any request
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
     assert len(request_id) == 32
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert line["message"] == "something happened" and line["levelname"] == "WARNING" and "request_id" in line
@@ -66,19 +74,12 @@ async def test_an_internal_error_is_logged_as_json_with_the_request_id_the_clien
         raise RuntimeError("database exploded: SELECT secret FROM somewhere")
 
     monkeypatch.setattr(quotes, "quote", broken)
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    configure_logging(stream=stream)
-    try:
+    with json_logs() as stream:
         response = await client.post(
             "/graphql",
             json={"query": 'query { quote(serviceId: "U2VydmljZTox", usage: []) { total { amount } } }'},
             headers={"Authorization": f"Bearer {network.owner.key}"},
         )
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
     error = response.json()["errors"][0]
     assert error["message"] == "Unexpected error." and "SELECT" not in response.text
     logged = [json.loads(line) for line in stream.getvalue().splitlines()]

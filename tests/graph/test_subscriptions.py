@@ -4,7 +4,6 @@ event loop, on the tests' database), the `websockets` package as the client, bot
 import asyncio
 import contextlib
 import json
-import socket
 from decimal import Decimal
 
 import pytest
@@ -19,6 +18,7 @@ from tests.graph.test_api_keys import KEYS, REVOKE
 from tests.graph.test_close_period import CLOSE, NOW, OCTOBER
 from tests.graph.test_record_usage import event, record
 from tests.graph.test_statement import STATEMENT
+from tests.servers import free_port
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -35,12 +35,6 @@ FINALIZED = """subscription($party: ID) {
     lines { counterparty { name } direction amount { amount } }
   }
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Closed(Exception):

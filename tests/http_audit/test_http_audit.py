@@ -9,26 +9,16 @@ that the authenticated path (key lookup, rate limit, fast path) is audited too."
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from tests.servers import serving, shareflow
 
 HERE = Path(__file__).parent
-BIN = Path(sys.executable).parent
 OPERATOR_KEY = "sf_operator_audit_key_0123456789"
 # The audits about application/graphql-response+json that strawberry alone leaves as warnings.
 GRAPHQL_RESPONSE_JSON_SHOULDS = {"22EB", "865D", "556A", "D586", "51FE", "74FF", "5E5B", "86EE"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,33 +39,9 @@ def server(tmp_path_factory):
         "SHAREFLOW_OPERATOR_KEY": OPERATOR_KEY,
     }
     env.pop("SHAREFLOW_REDIS_URL", None)
-    subprocess.run([BIN / "shareflow", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=120)
-    port = _free_port()
-    log = open(home / "serve.log", "wb")
-    process = subprocess.Popen(
-        [BIN / "shareflow", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=home, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"shareflow serve did not come up: {(home / 'serve.log').read_text()}")
-            time.sleep(0.1)
+    assert shareflow(home, env, "migrate").returncode == 0
+    with serving(home, env) as base:
         yield f"{base}/graphql"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def audit(url: str, key: str | None = None) -> list[dict]:
