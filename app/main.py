@@ -7,6 +7,7 @@ import logging
 import time
 
 from graphql import GraphQLError, OperationType, execute, get_operation_ast
+from graphql.execution import Executor
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,6 +18,7 @@ from strawberry.asgi import GraphQL
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.http import process_result
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
@@ -81,6 +83,16 @@ def _request_error(result) -> bool:
     )
 
 
+def _replaying(first, receive):
+    """`receive` that gives `first` again before the rest."""
+    pending = [first]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 def _fast_path_possible() -> bool:
     """Only while every extension of the schema is one the fast path accounts for."""
     for factory in schema.extensions:
@@ -90,6 +102,39 @@ def _fast_path_possible() -> bool:
             log.info("GraphQL fast path off: the schema has the extension %s", kind.__name__)
             return False
     return True
+
+
+class QueryExecutor(Executor):
+    """graphql-core's executor without the bookkeeping of incremental delivery, which a schema
+    without @defer and @stream never uses, with strawberry's resolve info (what its own executor adds)."""
+
+    operation_extensions = None
+    build_resolve_info = StrawberryGraphQLCoreExecutionContext.build_resolve_info
+
+
+_PREPARED_QUERIES: dict[tuple[str, str | None], tuple | None] = {}
+
+
+def _prepared_query(query: str, operation_name: str | None):
+    """For a known valid query text and operation name: (document, its latency histogram), or None
+    when the text is not known valid yet or the operation is not a query. Once known, the answer
+    never changes (validity depends on the text alone), so it is worked out once."""
+    key = (query, operation_name)
+    try:
+        return _PREPARED_QUERIES[key]
+    except KeyError:
+        pass
+    document = PREPARED.get(query)
+    if document is None:
+        return None
+    operation = get_operation_ast(document, operation_name)
+    prepared = None
+    if operation is not None and operation.operation is OperationType.QUERY:
+        prepared = (document, OPERATIONS.labels(operation=operation_label(document, operation_name), type="query"))
+    if len(_PREPARED_QUERIES) >= 1024:
+        _PREPARED_QUERIES.clear()
+    _PREPARED_QUERIES[key] = prepared
+    return prepared
 
 
 class GraphQLApp(GraphQL):
@@ -102,7 +147,6 @@ class GraphQLApp(GraphQL):
         )
         self.rt = rt
         self.fast_path = _fast_path_possible()
-        self._executor_class = schema.execution_context_class
         self.max_body_bytes = rt.settings.max_body_bytes
         self.rate_limiter = rate_limiter(rt.settings.rate_limit_per_minute, rt.settings.redis_url)
 
@@ -167,16 +211,11 @@ class GraphQLApp(GraphQL):
         if content_type not in _JSON or accept not in _ACCEPT_JSON:
             return receive
         request = Request(scope, receive)
-        body = await request.body()
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        message = await receive()
+        replay = _replaying(message, receive)
+        if message["type"] != "http.request" or message.get("more_body"):
+            return replay  # a body in pieces: strawberry reads it all
+        body = message.get("body", b"")
         try:
             data = json.loads(body)
         except ValueError:
@@ -184,20 +223,20 @@ class GraphQLApp(GraphQL):
         if type(data) is not dict:
             return replay
         query = data.get("query")
-        document = PREPARED.get(query) if type(query) is str else None
         variables = data.get("variables")
         operation_name = data.get("operationName")
         if (
-            document is None
+            type(query) is not str
             or data.get("extensions")
             or not (variables is None or type(variables) is dict)
             or not (operation_name is None or type(operation_name) is str)
             or len(data) > 4
         ):
             return replay
-        operation = get_operation_ast(document, operation_name)
-        if operation is None or operation.operation is not OperationType.QUERY:
+        prepared = _prepared_query(query, operation_name)
+        if prepared is None:
             return replay
+        document, latency = prepared
         started = time.perf_counter()
         sub_response = await self.get_sub_response(request)
         context = await self.get_context(request, sub_response)
@@ -211,17 +250,23 @@ class GraphQLApp(GraphQL):
             variable_values=variables,
             operation_name=operation_name,
             is_awaitable=optimized_is_awaitable,
-            executor_class=self._executor_class,
-            operation_extensions=None,
+            executor_class=QueryExecutor,
         )
         if optimized_is_awaitable(result):
             result = await result
         if result.errors or type(result.data) is not dict:
             return replay  # a query reads only: strawberry runs it again and shapes the errors
-        response = self.create_response(response_data={"data": result.data}, sub_response=sub_response)
-        await response(scope, replay, send)
-        # What the OperationMetrics extension records on strawberry's path.
-        OPERATIONS.labels(operation=operation_label(document, operation_name), type="query").observe(time.perf_counter() - started)
+        payload = self.encode_json({"data": result.data}).encode()
+        if sub_response.status_code is None and not sub_response.headers.raw and sub_response.background is None:
+            # What create_response would build, without building it: most answers set nothing else.
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json"),
+            ]})
+            await send({"type": "http.response.body", "body": payload})
+        else:
+            response = self.create_response(response_data={"data": result.data}, sub_response=sub_response)
+            await response(scope, replay, send)
+        latency.observe(time.perf_counter() - started)  # what OperationMetrics records on strawberry's path
         return None
 
     async def on_ws_connect(self, context):
@@ -273,13 +318,13 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
 
     app = Starlette(
         routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),  # first: nearly every request is for it
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route("/statements/{statement_id}.csv", statement_csv),
             Route("/usage.ndjson", usage_ndjson, methods=["POST"]),
             *dashboard.routes,
-            Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
         middleware=[Middleware(RequestIds)],

@@ -2,7 +2,7 @@
 
 import contextvars
 import logging
-import uuid
+import secrets
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pythonjsonlogger.json import JsonFormatter
@@ -36,7 +36,7 @@ class RequestIds:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        value = uuid.uuid4().hex
+        value = secrets.token_hex(16)
         request_id.set(value)
 
         async def send_with_id(message):
