@@ -83,16 +83,6 @@ def _request_error(result) -> bool:
     )
 
 
-def _replaying(first, receive):
-    """`receive` that gives `first` again before the rest."""
-    pending = [first]
-
-    async def replay():
-        return pending.pop() if pending else await receive()
-
-    return replay
-
-
 def _fast_path_possible() -> bool:
     """Only while every extension of the schema is one the fast path accounts for."""
     for factory in schema.extensions:
@@ -106,19 +96,35 @@ def _fast_path_possible() -> bool:
 
 class QueryExecutor(Executor):
     """graphql-core's executor without the bookkeeping of incremental delivery, which a schema
-    without @defer and @stream never uses, with strawberry's resolve info (what its own executor adds)."""
+    without @defer and @stream never uses, with strawberry's resolve info (what its own executor
+    adds). `subfields` is the memo of a known query without directives, whose subfields depend on
+    its nodes alone: they are collected once for all its requests (the memo keeps the nodes alive)."""
 
     operation_extensions = None
     build_resolve_info = StrawberryGraphQLCoreExecutionContext.build_resolve_info
+
+    def __init__(self, *args, subfields: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.subfields = subfields
+
+    def collect_subfields(self, return_type, field_details_list):
+        memo = self.subfields
+        if memo is None:
+            return super().collect_subfields(return_type, field_details_list)
+        key = (return_type, *[id(details.node) for details in field_details_list])
+        cached = memo.get(key)
+        if cached is None:
+            cached = memo[key] = (field_details_list, super().collect_subfields(return_type, field_details_list))
+        return cached[1]
 
 
 _PREPARED_QUERIES: dict[tuple[str, str | None], tuple | None] = {}
 
 
 def _prepared_query(query: str, operation_name: str | None):
-    """For a known valid query text and operation name: (document, its latency histogram), or None
-    when the text is not known valid yet or the operation is not a query. Once known, the answer
-    never changes (validity depends on the text alone), so it is worked out once."""
+    """For a known valid query text and operation name: (document, its latency histogram, its
+    subfields memo), or None when the text is not known valid yet or the operation is not a query.
+    Once known, the answer never changes (validity depends on the text alone): worked out once."""
     key = (query, operation_name)
     try:
         return _PREPARED_QUERIES[key]
@@ -130,7 +136,8 @@ def _prepared_query(query: str, operation_name: str | None):
     operation = get_operation_ast(document, operation_name)
     prepared = None
     if operation is not None and operation.operation is OperationType.QUERY:
-        prepared = (document, OPERATIONS.labels(operation=operation_label(document, operation_name), type="query"))
+        latency = OPERATIONS.labels(operation=operation_label(document, operation_name), type="query")
+        prepared = (document, latency, {} if "@" not in query else None)  # no "@", no directive
     if len(_PREPARED_QUERIES) >= 1024:
         _PREPARED_QUERIES.clear()
     _PREPARED_QUERIES[key] = prepared
@@ -211,11 +218,16 @@ class GraphQLApp(GraphQL):
         if content_type not in _JSON or accept not in _ACCEPT_JSON:
             return receive
         request = Request(scope, receive)
-        message = await receive()
-        replay = _replaying(message, receive)
-        if message["type"] != "http.request" or message.get("more_body"):
-            return replay  # a body in pieces: strawberry reads it all
-        body = message.get("body", b"")
+        body = await request.body()
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
         try:
             data = json.loads(body)
         except ValueError:
@@ -236,7 +248,7 @@ class GraphQLApp(GraphQL):
         prepared = _prepared_query(query, operation_name)
         if prepared is None:
             return replay
-        document, latency = prepared
+        document, latency, subfields = prepared
         started = time.perf_counter()
         sub_response = await self.get_sub_response(request)
         context = await self.get_context(request, sub_response)
@@ -251,6 +263,7 @@ class GraphQLApp(GraphQL):
             operation_name=operation_name,
             is_awaitable=optimized_is_awaitable,
             executor_class=QueryExecutor,
+            subfields=subfields,
         )
         if optimized_is_awaitable(result):
             result = await result

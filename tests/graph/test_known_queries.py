@@ -74,3 +74,26 @@ async def test_a_known_query_asked_for_graphql_response_json_keeps_that_type(cli
     answer = await _post(client, network.owner.key, body, Accept="application/graphql-response+json")
     assert answer.headers["content-type"].startswith("application/graphql-response+json")
     assert json.loads(answer.content)["data"]["me"]["party"]["name"] == network.owner.name
+
+
+async def test_a_known_query_follows_its_directives_on_every_request(client, network):
+    query = "query($full: Boolean!) { me { party { id name @include(if: $full) } } }"
+    answers = []
+    for full in (True, False, True, False):
+        body = json.dumps({"query": query, "variables": {"full": full}}).encode()
+        answers.append(json.loads((await _post(client, network.owner.key, body)).content)["data"]["me"]["party"])
+    assert [("name" in party) for party in answers] == [True, False, True, False]
+
+
+async def test_known_queries_with_fragments_keep_their_own_selections(client, network):
+    queries = [
+        "fragment P on Party { id name } { me { party { ...P } network { id } } }",
+        "fragment P on Party { kind } { me { party { ...P } } }",
+    ]
+    for _ in range(2):
+        first, second = [
+            json.loads((await _post(client, network.owner.key, json.dumps({"query": q}).encode())).content)["data"]["me"]
+            for q in queries
+        ]
+        assert set(first["party"]) == {"id", "name"} and set(first) == {"party", "network"}
+        assert set(second["party"]) == {"kind"} and set(second) == {"party"}
