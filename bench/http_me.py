@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -26,6 +27,12 @@ def _seed(workdir, env) -> str:
                        stdout=subprocess.DEVNULL, timeout=120)
     keys = json.loads((workdir / "shareflow-demo-keys.json").read_text())
     return keys["MobilityHub"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(cfg: Config) -> Section:
@@ -66,16 +73,20 @@ def run(cfg: Config) -> Section:
             assert same.content == answer.content, (same.content, answer.content)
 
             targets = {
-                "plain": (plain.url + "/graphql", {"BENCH_BODY_FILE": str(me_request), "BENCH_AUTH": auth}),
-                "me": (app.url + "/graphql", {"BENCH_BODY_FILE": str(me_request), "BENCH_AUTH": auth}),
-                "typename": (app.url + "/graphql", {"BENCH_BODY_FILE": str(typename_request), "BENCH_AUTH": auth}),
+                "plain": (plain, {"BENCH_BODY_FILE": str(me_request), "BENCH_AUTH": auth}),
+                "me": (app, {"BENCH_BODY_FILE": str(me_request), "BENCH_AUTH": auth}),
+                "typename": (app, {"BENCH_BODY_FILE": str(typename_request), "BENCH_AUTH": auth}),
             }
             results = {name: [] for name in targets}
-            for url, wrk_env in targets.values():  # warm-up, not counted
-                wrk(url, connections=CONNECTIONS, seconds=warmup, script=script, env=wrk_env)
+            cpu = {name: [] for name in targets}
+            for server, wrk_env in targets.values():  # warm-up, not counted
+                wrk(server.url + "/graphql", connections=CONNECTIONS, seconds=warmup, script=script, env=wrk_env)
             for _ in range(RUNS):  # interleaved, so drift of the machine hits every target alike
-                for name, (url, wrk_env) in targets.items():
-                    results[name].append(wrk(url, connections=CONNECTIONS, seconds=seconds, script=script, env=wrk_env))
+                for name, (server, wrk_env) in targets.items():
+                    before = cpu_seconds(server.proc.pid)
+                    result = wrk(server.url + "/graphql", connections=CONNECTIONS, seconds=seconds, script=script, env=wrk_env)
+                    results[name].append(result)
+                    cpu[name].append((cpu_seconds(server.proc.pid) - before) / max(result.requests, 1))
 
     def rps(name):
         return median([r.requests_per_second for r in results[name]])
@@ -85,6 +96,9 @@ def run(cfg: Config) -> Section:
 
     def p50(name):
         return median([r.latency_p50_ms for r in results[name] if r.latency_p50_ms is not None])
+
+    def cpu_us(name):
+        return median(cpu[name]) * 1e6
 
     bad = {name: sum(r.errors + r.non_2xx for r in rs) for name, rs in results.items()}
     floor = rps("plain")
@@ -99,6 +113,10 @@ def run(cfg: Config) -> Section:
             f"{rps('typename') / floor:.1%}", f"runs {runs('typename')}; p50 {p50('typename'):.1f} ms"),
         Row("HTTP plain Starlette (floor)", f"wrk -c{CONNECTIONS}, {seconds}s ×{RUNS}", f"{fmt_int(floor)} req/s",
             "—", "100%", f"runs {runs('plain')}; p50 {p50('plain'):.1f} ms"),
+        Row("HTTP `me`: server CPU per request", f"the runs above", f"{cpu_us('me'):.0f} µs",
+            f"{cpu_us('plain'):.0f} µs plain Starlette", f"{cpu_us('plain') / cpu_us('me'):.1%}",
+            f"`{{ __typename }}` {cpu_us('typename'):.0f} µs; the server process's user and system time over the "
+            "requests it answered: less sensitive than req/s to other work on the machine"),
     ]
     notes = [f"{len(answer.content)}-byte response `{answer.content.decode()}` served by both."]
     if any(bad.values()):

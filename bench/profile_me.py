@@ -51,7 +51,9 @@ def main() -> None:
     collapsed = OUT_DIR / "profile-me.collapsed"
     with tempfile.TemporaryDirectory(prefix="shareflow-profile-") as tmp:
         workdir = Path(tmp)
-        env = {**os.environ, "SHAREFLOW_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'shareflow.db'}"}
+        # As in bench/http_me.py: the rate limit far above the load, or the profile would be of 429s.
+        env = {**os.environ, "SHAREFLOW_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'shareflow.db'}",
+               "SHAREFLOW_RATE_LIMIT_PER_MINUTE": str(10**9)}
         auth = f"Bearer {_seed(workdir, env)}"
         body = workdir / "request.json"
         body.write_text(json.dumps({"query": args.query}))
