@@ -1,10 +1,12 @@
-"""Query figure: `valueChain` and `quote` latency (p50/p99) and SQL statements per request at a few
-network sizes, in-process through httpx.ASGITransport; the floor is `{ __typename }` on the same path."""
+"""Query figure: `valueChain`, `revenueFlows` and `quote` latency (p50/p99) and SQL statements per
+request at a few network sizes, in-process through httpx.ASGITransport; the floor is `{ __typename }`
+on the same path."""
 
 from __future__ import annotations
 
 import collections
 import time
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import event
@@ -15,7 +17,7 @@ from app.runtime import Runtime
 from app.settings import Settings
 from bench.common import Config, Row, Section, fmt_ms, percentile
 
-TITLE = "Queries: `valueChain` and `quote` by network size"
+TITLE = "Queries: `valueChain`, `revenueFlows` and `quote` by network size"
 OPERATOR_KEY = "sf_operator_bench_key_0123456789"
 
 CREATE_NETWORK = """mutation($input: CreateNetworkInput!) {
@@ -45,6 +47,15 @@ QUOTE = """query Quote($serviceId: ID!, $usage: [QuoteUsageInput!]!) {
     retained { amount { amount currency } party { id name } }
   }
 }"""
+REVENUE_FLOWS = """query RevenueFlows($period: String!, $serviceId: ID!) {
+  revenueFlows(period: $period, serviceId: $serviceId) {
+    period adjustment amount { amount currency } payer { id name } payee { id name }
+  }
+}"""
+PERIODS = "{ network { periods { key status } } }"
+RECORD = """mutation($events: [UsageInput!]!) { recordUsage(events: $events) { accepted errors { code } } }"""
+CONSUMERS = 50
+"Consumers whose usage the service's revenue comes from (the flows' root)."
 TYPENAME = "{ __typename }"
 USAGE = [{"metric": "minutes", "quantity": "30"}, {"metric": "rental", "quantity": "1"}]
 CHARGES = [
@@ -104,6 +115,21 @@ async def build(client: Client, partners: int) -> tuple[str, str]:
     return owner, service_id
 
 
+async def record_usage(client: Client, owner: str, service_id: str) -> str:
+    """A rental of 30 minutes for each of CONSUMERS consumers in the open period; returns its key."""
+    data, _, _ = await client.post(PERIODS, {}, owner)
+    period = next(p["key"] for p in data["network"]["periods"] if p["status"] == "OPEN")
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {"idempotencyKey": f"bench-{i}-{metric}", "serviceId": service_id, "consumerRef": f"consumer-{i}",
+         "metric": metric, "quantity": quantity, "occurredAt": now}
+        for i in range(CONSUMERS) for metric, quantity in (("minutes", "30"), ("rental", "1"))
+    ]
+    recorded = await client.mutate(RECORD, {"events": events}, owner, "recordUsage")
+    assert recorded["accepted"] == len(events), recorded
+    return period
+
+
 async def measure_size(cfg: Config, partners: int, iterations: int, warmup: int):
     db = cfg.workdir / f"shareflow-{partners}.db"
     # auth_cache_seconds stays at its default (2 s), as deployed.
@@ -118,14 +144,19 @@ async def measure_size(cfg: Config, partners: int, iterations: int, warmup: int)
             owner, service_id = await build(client, partners)
             build_seconds = time.perf_counter() - started
 
+            period = await record_usage(client, owner, service_id)
             operations = {
                 "valueChain": (VALUE_CHAIN, {"serviceId": service_id}),
+                "revenueFlows": (REVENUE_FLOWS, {"period": period, "serviceId": service_id}),
                 "quote": (QUOTE, {"serviceId": service_id, "usage": USAGE}),
                 "floor": (TYPENAME, {}),
             }
             data, _, _ = await client.post(VALUE_CHAIN, {"serviceId": service_id}, owner)
             agreements = data["valueChain"]["agreements"]
             assert len(agreements) == partners, len(agreements)
+            data, _, _ = await client.post(REVENUE_FLOWS, {"period": period, "serviceId": service_id}, owner)
+            revenue_flows = len(data["revenueFlows"])
+            assert revenue_flows == partners, revenue_flows  # the owner's share to each partner
             data, _, _ = await client.post(QUOTE, {"serviceId": service_id, "usage": USAGE}, owner)
             flows = len(data["quote"]["flows"])
             for _ in range(warmup):
@@ -140,7 +171,7 @@ async def measure_size(cfg: Config, partners: int, iterations: int, warmup: int)
                     statements[name].append(n)
     finally:
         await rt.close()
-    return times, statements, build_seconds, flows
+    return times, statements, build_seconds, {"quote": flows, "revenueFlows": revenue_flows}
 
 
 def _statements(counts: list[int]) -> str:
@@ -157,23 +188,27 @@ async def run(cfg: Config) -> Section:
         times, statements, build_seconds, flows = await measure_size(cfg, partners, iterations, warmup)
         floor_p50, floor_p99 = percentile(times["floor"], 50), percentile(times["floor"], 99)
         floor = f"`{{ __typename }}` p50 {fmt_ms(floor_p50)}, p99 {fmt_ms(floor_p99)}"
-        for name in ("valueChain", "quote"):
+        for name in ("valueChain", "revenueFlows", "quote"):
             p50, p99 = percentile(times[name], 50), percentile(times[name], 99)
             rows.append(Row(
                 f"`{name}`", f"{partners} partners", f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)}; {_statements(statements[name])} SQL/req",
                 floor, f"p50 ×{p50 / floor_p50:.1f}, p99 ×{p99 / floor_p99:.1f}",
-                f"{iterations} requests" + (f"; {flows} flows" if name == "quote" else ""),
+                f"{iterations} requests" + (f"; {flows[name]} flows" if name in flows else ""),
             ))
         notes.append(f"{partners} partners: built through the API in {build_seconds:.1f} s "
                      f"({(build_seconds / max(partners, 1)) * 1000:.1f} ms per onboardPartner with its agreement); "
                      f"`{{ __typename }}` ran {_statements(statements['floor'])} SQL/req, "
                      f"mean latencies valueChain {fmt_ms(sum(times['valueChain']) / iterations)}, "
+                     f"revenueFlows {fmt_ms(sum(times['revenueFlows']) / iterations)}, "
                      f"quote {fmt_ms(sum(times['quote']) / iterations)}.")
     method = (
         "In-process: `app.main.create_app(rt=Runtime.from_settings(Settings(...)))` on a fresh SQLite file per size, "
         "driven by `httpx.ASGITransport` (the full Starlette + Strawberry stack, no socket), one request at a time, "
         "as the network's owner. Each size is a network with one service (two charges) and N partners, each "
-        "onboarded by `onboardPartner` with a 0.1% PERCENT agreement from the owner on that service. SQL statements "
+        "onboarded by `onboardPartner` with a 0.1% PERCENT agreement from the owner on that service, and "
+        f"`recordUsage` of a 30-minute rental for each of {CONSUMERS} consumers in the open period, so that "
+        "`revenueFlows(period, serviceId)` has the owner's share of the service's revenue to every partner, from the "
+        "running totals. SQL statements "
         "are counted by a SQLAlchemy `before_cursor_execute` listener on `rt.engine.sync_engine` (the connection "
         "PRAGMAs are not counted); the key cache stays at its 2 s default, so the authentication query shows up as the "
         "occasional `max`. Floor: `{ __typename }` with the same key, interleaved with the measured requests after "
