@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -65,6 +66,8 @@ async def test_every_response_names_its_request_and_the_logs_carry_it(client, ne
     assert len(request_id) == 32
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert line["message"] == "something happened" and line["levelname"] == "WARNING" and "request_id" in line
+    logged_at = datetime.fromisoformat(line["timestamp"])
+    assert logged_at.utcoffset() == timedelta(0) and abs(datetime.now(UTC) - logged_at) < timedelta(minutes=1)
 
 
 async def test_an_internal_error_is_logged_as_json_with_the_request_id_the_client_got(client, network, monkeypatch):
