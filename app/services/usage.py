@@ -7,23 +7,26 @@ service's revenue (the root pool), so that live flows and statements never resca
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import chain
+from typing import NamedTuple
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent, from_micros, to_micros
-from app.billing.periods import period_of
+from app.billing.periods import period_bounds, period_of
 from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_line
 from app.db import begin_write
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
-from app.services.usage_input import check_quantity
+from app.services.usage_input import quantity_micros
 from models import Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 from models.types import utcnow
 
@@ -33,8 +36,9 @@ MAX_TOTAL = 2**63 - 1
 _CONTROL = re.compile("[\x00-\x1f]")
 
 
-@dataclass(frozen=True)
-class UsageItem:
+class UsageItem(NamedTuple):
+    """One event as the caller sent it; a tuple, cheap to build by the thousand."""
+
     idempotency_key: str
     service_id: int | None
     "None when the caller's id did not decode: reported NOT_FOUND like an unknown service."
@@ -84,13 +88,13 @@ def item_from_row(row, decode_service) -> UsageItem:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemResult:
     status: str
     "ACCEPTED, DUPLICATE or REJECTED."
     event: "UsageEvent | StoredEvent | None" = None
     "The stored event (StoredEvent: its columns, no ORM state)."
-    problems: list[Problem] = field(default_factory=list)
+    problems: Sequence[Problem] = ()
 
 
 @dataclass(frozen=True)
@@ -111,20 +115,30 @@ def may_record(principal: Principal, service: Service) -> bool:
 class _Context:
     """What a batch needs to know about its services, read once per batch."""
 
-    def __init__(self, network: Network, services: dict[int, Service], now: datetime) -> None:
+    def __init__(self, network: Network, services: dict[int, Service], now: datetime, tolerance: timedelta = timedelta(0)) -> None:
         self.network = network
+        self.first_period = network.first_period
         self.services = services
-        self.now = now
+        self.latest = now + tolerance
+        "The latest acceptable occurredAt."
+        self.allowed: dict[int, bool] = {}
+        "Per service of the batch: whether the batch's principal may record its usage."
         self.plans: dict[tuple[int, str], dict[str, Charge]] = {}
         self.closed: set[str] = set()
-        self._may_record: dict[int, bool] = {}
+        self._period: tuple[datetime, datetime, str] | None = None
 
-    def may_record(self, principal: Principal, service: Service) -> bool:
-        """may_record, decided once per service and batch (one principal per batch)."""
-        allowed = self._may_record.get(service.id)
-        if allowed is None:
-            allowed = self._may_record[service.id] = may_record(principal, service)
-        return allowed
+    def period_of(self, occurred: datetime) -> str:
+        """periods.period_of, answered from the bounds of the last period found while the events
+        of a batch fall in it (most do): a comparison instead of a time-zone conversion."""
+        known = self._period
+        if known is not None and known[0] <= occurred < known[1]:
+            return known[2]
+        zone = self.network.time_zone
+        key = period_of(occurred, zone)
+        start, end = period_bounds(key, zone)
+        if period_of(start, zone) == key == period_of(end - timedelta(microseconds=1), zone):
+            self._period = (start, end, key)
+        return key
 
     async def load(self, session: AsyncSession, pairs: set[tuple[int, str]]) -> None:
         for service_id, period in pairs - self.plans.keys():
@@ -137,58 +151,64 @@ class _Context:
 
 def _printable(value: str) -> bool:
     """A key or reference: 1 to KEY_MAX characters, not blank, no control characters."""
-    return bool(value) and bool(value.strip()) and len(value) <= KEY_MAX and not _CONTROL.search(value)
+    return (
+        0 < len(value) <= KEY_MAX
+        and not value.isspace()
+        and (value.isprintable() or not _CONTROL.search(value))  # isprintable: no control characters, fast
+    )
 
 
-def _check_item(principal: Principal, ctx: _Context, item: UsageItem, index: int, tolerance: timedelta) -> tuple[list[Problem], str | None]:
-    """Every problem of one item, and its period when its time is usable."""
-    at = ("events", str(index))
+def _check_item(ctx: _Context, item: UsageItem, index: int) -> tuple[list[Problem], str | None, int]:
+    """Every problem of one item, its period when its time is usable, and its quantity in
+    millionths when that is valid."""
     problems: list[Problem] = []
-    key = item.idempotency_key
-    if not _printable(key):
-        problems.append(Problem((*at, "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
-    service = ctx.services.get(item.service_id) if item.service_id is not None else None
-    if service is None:
-        problems.append(Problem((*at, "serviceId"), "NOT_FOUND", "service not found"))
-    elif not ctx.may_record(principal, service):
-        problems.append(Problem((*at, "serviceId"), "FORBIDDEN", "only the service's provider or the owner may record its usage"))
-    ref = item.consumer_ref
-    if not _printable(ref):
-        problems.append(Problem((*at, "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+    if not _printable(item.idempotency_key):
+        problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+    allowed = ctx.allowed.get(item.service_id)
+    if allowed is None:
+        problems.append(Problem(("events", str(index), "serviceId"), "NOT_FOUND", "service not found"))
+    elif not allowed:
+        problems.append(Problem(("events", str(index), "serviceId"), "FORBIDDEN", "only the service's provider or the owner may record its usage"))
+    if not _printable(item.consumer_ref):
+        problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+    micros = 0
     try:
-        check_quantity(item.quantity, *at, "quantity")
+        micros = quantity_micros(item.quantity)
     except DomainError as error:
-        problems.extend(error.problems)
+        problems.extend(Problem(("events", str(index), "quantity"), p.code, p.message) for p in error.problems)
     period = None
     occurred = item.occurred_at
     if occurred.tzinfo is None or occurred.utcoffset() is None:
-        problems.append(Problem((*at, "occurredAt"), "INVALID", "must carry a time zone"))
-    elif occurred > ctx.now + tolerance:
-        problems.append(Problem((*at, "occurredAt"), "INVALID", "lies too far in the future"))
+        problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "must carry a time zone"))
+    elif occurred > ctx.latest:
+        problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "lies too far in the future"))
     else:
-        period = period_of(occurred, ctx.network.time_zone)
-        if period < ctx.network.first_period:
+        period = ctx.period_of(occurred)
+        if period < ctx.first_period:
             problems.append(
-                Problem((*at, "occurredAt"), "BEFORE_FIRST_PERIOD", f"lies before the first period {ctx.network.first_period}")
+                Problem(("events", str(index), "occurredAt"), "BEFORE_FIRST_PERIOD", f"lies before the first period {ctx.first_period}")
             )
-    return problems, period
+    return problems, period, micros
 
 
-def _same_payload(event: UsageEvent, item: UsageItem, consumer_ref: str | None) -> bool:
+def _same_payload(event: "StoredEvent", item: UsageItem, micros: int, consumer_ref: str | None) -> bool:
     return (
         event.service_id == item.service_id
         and consumer_ref == item.consumer_ref
         and event.metric == item.metric
-        and event.quantity == to_micros(item.quantity)
+        and event.quantity == micros
         and event.occurred_at == item.occurred_at
     )
 
 
-async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem]) -> Recorded:
+async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem], *, max_batch: int | None = MAX_BATCH) -> Recorded:
     """Record a batch; each item is accepted, a duplicate of an earlier event, or rejected with
-    its problems. Accepted items are committed before this returns."""
-    if len(items) > MAX_BATCH:
-        raise DomainError.of("BATCH_TOO_LARGE", f"at most {MAX_BATCH} events per batch", "events")
+    its problems. Accepted items are committed before this returns.
+
+    `max_batch` is the API's limit; the bulk import lifts it (None) to pay a transaction's fixed
+    costs, the commit's sync above all, once per many thousand events."""
+    if max_batch is not None and len(items) > max_batch:
+        raise DomainError.of("BATCH_TOO_LARGE", f"at most {max_batch} events per batch", "events")
     results: list[ItemResult | None] = [None] * len(items)
     async with rt.sessions() as session:
         await begin_write(session)
@@ -200,27 +220,28 @@ async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem]
                 select(Service).where(Service.network_id == network.id, Service.id.in_(service_ids))
             )
         }
-        ctx = _Context(network, services, rt.now())
+        ctx = _Context(network, services, rt.now(), timedelta(seconds=rt.settings.future_tolerance_seconds))
+        ctx.allowed = {service_id: may_record(principal, service) for service_id, service in services.items()}
         ctx.closed = await periods.closed_keys(session, network.id)
-        tolerance = timedelta(seconds=rt.settings.future_tolerance_seconds)
 
-        checked: list[tuple[int, UsageItem, str]] = []
+        checked: list[tuple[int, UsageItem, str, int]] = []
         for index, item in enumerate(items):
-            problems, period = _check_item(principal, ctx, item, index, tolerance)
+            problems, period, micros = _check_item(ctx, item, index)
             if not problems:
-                checked.append((index, item, period))
+                checked.append((index, item, period, micros))
             else:
                 results[index] = ItemResult("REJECTED", problems=problems)
-        await ctx.load(session, {(item.service_id, period) for _, item, period in checked})
-        valid: list[tuple[int, UsageItem, str]] = []
-        for index, item, period in checked:
+        await ctx.load(session, {(item.service_id, period) for _, item, period, _ in checked})
+        valid: list[tuple[int, UsageItem, str, int]] = []
+        for entry in checked:
+            index, item, period, _ = entry
             if ctx.charge(item.service_id, period, item.metric) is None:
                 results[index] = ItemResult(
                     "REJECTED",
                     problems=[Problem(("events", str(index), "metric"), "UNKNOWN_METRIC", f"the service does not charge {item.metric!r} in {period}")],
                 )
             else:
-                valid.append((index, item, period))
+                valid.append(entry)
 
         connection = await session.connection()
         fresh = await _claim_keys(connection, network.id, valid, services, results)
@@ -277,26 +298,62 @@ class StoredEvent:
 
 
 _EVENT_COLUMNS = [_EVENTS.c[name] for name in StoredEvent.__dataclass_fields__]
+_NEW_EVENT = ("network_id", "service_id", "consumer_id", "idempotency_key", "metric", "quantity", "occurred_at", "period", "recorded_at")
+"The columns a new event is inserted with."
+
+
+def bind_time(dialect) -> Callable[[datetime], object]:
+    """An aware time as a UTCDateTime column binds it (SQLite: UTC text to the microsecond;
+    PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of processing per event.
+    Tests hold it to the column type's own processor."""
+    if dialect.name == "sqlite":
+        return lambda at: at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return lambda at: at.astimezone(UTC)
 
 
 class _Statements:
-    """The batch's statements, built once per dialect."""
+    """The batch's statements, built once per dialect.
 
-    def __init__(self, dialect: str) -> None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    The rows a batch writes per event and per line go through the driver (exec_driver_sql):
+    SQLAlchemy's processing of every bound value cost about a quarter of a batch. The values are
+    plain ints and strings, and times bound by bind_time."""
+
+    def __init__(self, dialect) -> None:
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        self.paramstyle = dialect.paramstyle
+        self._new_events: dict[int, str] = {}
         self.new_consumer = insert(_PARTIES).on_conflict_do_nothing(
             index_elements=["network_id", "billing_party_id", "external_ref"]
         )
-        self.new_event = (
-            insert(_EVENTS)
-            .on_conflict_do_nothing(index_elements=["network_id", "idempotency_key"])
-            .returning(_EVENTS.c.id, _EVENTS.c.idempotency_key)
+        self.bind_time = bind_time(dialect)
+        # Look-ups by a list of values: built once with an expanding parameter, not per call
+        # around a thousand literals.
+        self.consumers_by_ref = select(_PARTIES.c.id, _PARTIES.c.external_ref).where(
+            _PARTIES.c.network_id == bindparam("network_id"),
+            _PARTIES.c.kind == "CONSUMER",
+            _PARTIES.c.billing_party_id == bindparam("merchant"),
+            _PARTIES.c.external_ref.in_(bindparam("refs", expanding=True)),
         )
-        self.new_line = insert(_LINES).on_conflict_do_nothing()
-        self.update_line = (
-            update(_LINES)
-            .where(_LINES.c.network_id == bindparam("k_network_id"), *[_LINES.c[k] == bindparam(f"k_{k}") for k in _LINE_KEY])
-            .values({name: bindparam(f"v_{name}") for name in _LINE_TOTALS})
+        self.events_by_key = (
+            select(*_EVENT_COLUMNS, _PARTIES.c.external_ref)
+            .join(_PARTIES, _PARTIES.c.id == _EVENTS.c.consumer_id)
+            .where(_EVENTS.c.network_id == bindparam("network_id"), _EVENTS.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+        )
+        c = _LINES.c
+        self.lock_lines = (
+            select(c.consumer_id, *[c[name] for name in _LINE_TOTALS])
+            .where(c.network_id == bindparam("network_id"), *[c[name] == bindparam(name) for name in ("period", "service_id", "metric")],
+                   c.consumer_id.in_(bindparam("consumers", expanding=True)))
+            .order_by(c.consumer_id)
+            .with_for_update()
+        )
+        self.new_line = self.native(
+            f"INSERT INTO {_LINES.name} (network_id, {', '.join(_LINE_KEY)}, {', '.join(_LINE_TOTALS)}) "
+            f"VALUES (?, ?, ?, ?, ?{', 0' * len(_LINE_TOTALS)}) ON CONFLICT DO NOTHING"
+        )
+        self.update_line = self.native(
+            f"UPDATE {_LINES.name} SET {', '.join(f'{name} = ?' for name in _LINE_TOTALS)} "
+            f"WHERE network_id = ? AND {' AND '.join(f'{name} = ?' for name in _LINE_KEY)}"
         )
         usage = insert(ServiceUsage.__table__)
         self.add_service_usage = usage.on_conflict_do_update(
@@ -310,6 +367,27 @@ class _Statements:
             set_={"amount": ServiceRevenue.__table__.c.amount + revenue.excluded.amount},
         )
 
+    def native(self, sql: str) -> str:
+        """Driver SQL written with `?` in the driver's own style (asyncpg numbers them: $1, $2)."""
+        if self.paramstyle == "qmark":
+            return sql
+        if self.paramstyle != "numeric_dollar":
+            raise NotImplementedError(f"paramstyle {self.paramstyle}")
+        first, *rest = sql.split("?")
+        return first + "".join(f"${number}{text}" for number, text in enumerate(rest, 1))
+
+    def new_events(self, rows: int) -> str:
+        """One INSERT of `rows` events: the keys already taken are skipped, the new ones come
+        back with their ids (RETURNING, which executemany cannot give)."""
+        sql = self._new_events.get(rows)
+        if sql is None:
+            values = ", ".join([f"({', '.join(['?'] * len(_NEW_EVENT))})"] * rows)
+            sql = self._new_events[rows] = self.native(
+                f"INSERT INTO {_EVENTS.name} ({', '.join(_NEW_EVENT)}) VALUES {values} "
+                "ON CONFLICT (network_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+            )
+        return sql
+
 
 _STATEMENTS: dict[str, _Statements] = {}
 
@@ -317,7 +395,7 @@ _STATEMENTS: dict[str, _Statements] = {}
 def _statements(connection: AsyncConnection) -> _Statements:
     name = connection.dialect.name
     if name not in _STATEMENTS:
-        _STATEMENTS[name] = _Statements(name)
+        _STATEMENTS[name] = _Statements(connection.dialect)
     return _STATEMENTS[name]
 
 
@@ -332,12 +410,7 @@ async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tup
         for merchant, names in sorted(by_merchant.items()):
             for chunk in _chunks(sorted(names)):
                 rows = await connection.execute(
-                    select(_PARTIES.c.id, _PARTIES.c.external_ref).where(
-                        _PARTIES.c.network_id == network_id,
-                        _PARTIES.c.kind == "CONSUMER",
-                        _PARTIES.c.billing_party_id == merchant,
-                        _PARTIES.c.external_ref.in_(chunk),
-                    )
+                    _statements(connection).consumers_by_ref, {"network_id": network_id, "merchant": merchant, "refs": chunk}
                 )
                 found.update({(merchant, ref): party_id for party_id, ref in rows})
         return found
@@ -361,12 +434,9 @@ async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tup
 async def _events_by_key(connection: AsyncConnection, network_id: int, keys: list[str]) -> dict[str, tuple[StoredEvent, str]]:
     """Stored events by idempotency key, each with its consumer's reference."""
     found = {}
+    statement = _statements(connection).events_by_key
     for chunk in _chunks(keys):
-        rows = await connection.execute(
-            select(*_EVENT_COLUMNS, _PARTIES.c.external_ref)
-            .join(_PARTIES, _PARTIES.c.id == _EVENTS.c.consumer_id)
-            .where(_EVENTS.c.network_id == network_id, _EVENTS.c.idempotency_key.in_(chunk))
-        )
+        rows = await connection.execute(statement, {"network_id": network_id, "keys": chunk})
         for row in rows:
             event = StoredEvent(*row[:-1])
             found[event.idempotency_key] = (event, row[-1])
@@ -378,48 +448,46 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid, services, 
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
     nothing, not even its consumer."""
     first_of_key: dict[str, int] = {}
-    for index, item, _ in valid:
+    for index, item, _, _ in valid:
         first_of_key.setdefault(item.idempotency_key, index)
     stored = await _events_by_key(connection, network_id, list(first_of_key))
-    new = [(index, item, period) for index, item, period in valid if item.idempotency_key not in stored and first_of_key[item.idempotency_key] == index]
+    new = [entry for entry in valid if entry[1].idempotency_key not in stored and first_of_key[entry[1].idempotency_key] == entry[0]]
     merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
-    consumers = await _consumers(connection, network_id, {(merchant[i.service_id], i.consumer_ref) for _, i, _ in new})
+    consumers = await _consumers(connection, network_id, {(merchant[i.service_id], i.consumer_ref) for _, i, _, _ in new})
     recorded_at = utcnow()
+    statements = _statements(connection)
+    bind_time = statements.bind_time
+    recorded = bind_time(recorded_at)
     pending: dict[str, tuple[StoredEvent, str]] = {}
-    for _, item, period in new:
+    rows = []
+    for _, item, period, micros in new:
+        consumer_id = consumers[(merchant[item.service_id], item.consumer_ref)]
+        occurred_at = item.occurred_at
         event = StoredEvent(
-            0, network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
-            item.idempotency_key, item.metric, to_micros(item.quantity), item.occurred_at.astimezone(UTC), period,
-            recorded_at,
+            0, network_id, item.service_id, consumer_id, item.idempotency_key, item.metric, micros,
+            occurred_at.astimezone(UTC), period, recorded_at,
         )
         pending[item.idempotency_key] = (event, item.consumer_ref)
+        rows.append((network_id, item.service_id, consumer_id, item.idempotency_key, item.metric, micros,
+                     bind_time(occurred_at), period, recorded))
     inserted: set[str] = set()
-    if pending:
-        rows = await connection.execute(
-            _statements(connection).new_event,
-            [
-                {"network_id": network_id, "service_id": e.service_id, "consumer_id": e.consumer_id,
-                 "idempotency_key": e.idempotency_key, "metric": e.metric, "quantity": e.quantity,
-                 "occurred_at": e.occurred_at, "period": e.period, "recorded_at": recorded_at}
-                for e, _ in pending.values()
-            ],
-        )
-        for event_id, key in rows:
+    for chunk in _chunks(rows):
+        for event_id, key in await connection.exec_driver_sql(statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))):
             entry = pending[key]
             entry[0].id = event_id
             stored[key] = entry
             inserted.add(key)
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
-    late = sorted({i.idempotency_key for _, i, _ in valid} - stored.keys())
+    late = sorted(first_of_key.keys() - stored.keys())
     if late:
         stored.update(await _events_by_key(connection, network_id, late))
     fresh = []
-    for index, item, _ in valid:
+    for index, item, _, micros in valid:
         event, ref = stored[item.idempotency_key]
         if item.idempotency_key in inserted and first_of_key[item.idempotency_key] == index:
             results[index] = ItemResult("ACCEPTED", event=event)
             fresh.append(event)
-        elif _same_payload(event, item, ref):
+        elif _same_payload(event, item, micros, ref):
             results[index] = ItemResult("DUPLICATE", event=event)
         else:
             results[index] = ItemResult(
@@ -436,15 +504,12 @@ async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[t
     for period, service_id, consumer_id, metric in keys:
         groups[(period, service_id, metric)].append(consumer_id)
     found: dict[tuple, list[int]] = {}
-    c = _LINES.c
+    statement = _statements(connection).lock_lines
     for (period, service_id, metric), consumer_ids in sorted(groups.items()):
         for chunk in _chunks(sorted(consumer_ids)):
             rows = await connection.execute(
-                select(c.consumer_id, *[c[name] for name in _LINE_TOTALS])
-                .where(c.network_id == network_id, c.period == period, c.service_id == service_id, c.metric == metric,
-                       c.consumer_id.in_(chunk))
-                .order_by(c.consumer_id)
-                .with_for_update()
+                statement,
+                {"network_id": network_id, "period": period, "service_id": service_id, "metric": metric, "consumers": chunk},
             )
             for consumer_id, *totals in rows:
                 found[(period, service_id, consumer_id, metric)] = totals
@@ -466,7 +531,7 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     statements = _statements(connection)
     await ctx.load(session, {(service_id, period) for period, service_id, *_ in changes})
     deltas: dict[tuple, list[int]] = {}
-    service_usage: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])
+    service_usage: dict[tuple[str, int, str], list[int]] = {}
     for period, service_id, consumer_id, metric, quantity, sign in changes:
         key = (period, service_id, consumer_id, metric)
         delta = deltas.get(key)
@@ -474,16 +539,17 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
             delta = deltas[key] = [0, 0, 0, 0, 0, 0]
         delta[0] += sign
         delta[1] += sign * quantity
-        charge = ctx.charge(service_id, period, metric)
-        if is_clamped(charge):
-            one = add_event(charge, LineUsage.empty(), from_micros(quantity), sign)
+        totals = service_usage.get((period, service_id, metric))
+        if totals is None:
+            totals = service_usage[(period, service_id, metric)] = [0, 0, is_clamped(ctx.charge(service_id, period, metric))]
+        totals[0] += sign
+        totals[1] += sign * quantity
+        if totals[2]:
+            one = add_event(ctx.charge(service_id, period, metric), LineUsage.empty(), from_micros(quantity), sign)
             delta[2] += one.min_events
             delta[3] += one.max_events
             delta[4] += one.mid_events
             delta[5] += to_micros(one.mid_quantity)
-        totals = service_usage[(period, service_id, metric)]
-        totals[0] += sign
-        totals[1] += sign * quantity
 
     # Lines are locked in one order; missing ones are created empty first (in key order) and
     # then locked: concurrent writers on PostgreSQL wait for each other instead of losing an
@@ -492,17 +558,11 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     lines = await _lock_lines(connection, network.id, keys)
     missing = [key for key in keys if key not in lines]
     if missing:
-        await connection.execute(
-            statements.new_line,
-            [
-                {"network_id": network.id, "period": p, "service_id": s, "consumer_id": c, "metric": m,
-                 **dict.fromkeys(_LINE_TOTALS, 0)}
-                for p, s, c, m in missing
-            ],
-        )
+        await connection.exec_driver_sql(statements.new_line, [(network.id, *key) for key in missing])
         lines.update(await _lock_lines(connection, network.id, missing))
 
     mode = RoundingMode(network.rounding_mode)
+    exponents = {service_id: currency_exponent(service.currency) for service_id, service in ctx.services.items()}
     revenue: dict[tuple[str, int], int] = defaultdict(int)
     updates = []
     for key in keys:
@@ -512,21 +572,16 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
         if quantity > MAX_TOTAL:
             raise DomainError.of("QUANTITY_OVERFLOW", "a running total would leave the 64-bit range", "events")
         new = LineUsage(events, from_micros(quantity), min_events, max_events, mid_events, from_micros(mid_quantity))
-        exponent = currency_exponent(ctx.services[service_id].currency)
-        amount = price_line(ctx.charge(service_id, period, metric), new, exponent, mode) if events else 0
+        amount = price_line(ctx.charge(service_id, period, metric), new, exponents[service_id], mode) if events else 0
         revenue[(period, service_id)] += amount - old[6]
-        updates.append({
-            "k_network_id": network.id, "k_period": period, "k_service_id": service_id, "k_consumer_id": consumer_id,
-            "k_metric": metric, "v_events": events, "v_quantity": quantity, "v_min_events": min_events,
-            "v_max_events": max_events, "v_mid_events": mid_events, "v_mid_quantity": mid_quantity, "v_amount": amount,
-        })
-    await connection.execute(statements.update_line, updates)
+        updates.append((events, quantity, min_events, max_events, mid_events, mid_quantity, amount, network.id, *key))
+    await connection.exec_driver_sql(statements.update_line, updates)
     await connection.execute(
         statements.add_service_usage,
         [
             {"network_id": network.id, "period": period, "service_id": service_id, "metric": metric,
              "events": events, "quantity": quantity}
-            for (period, service_id, metric), (events, quantity) in sorted(service_usage.items())
+            for (period, service_id, metric), (events, quantity, _) in sorted(service_usage.items())
         ],
     )
     await connection.execute(

@@ -104,10 +104,14 @@ FUTURE = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
         ({"idempotencyKey": ""}, "idempotencyKey", "INVALID"),
         ({"idempotencyKey": "k" * 300}, "idempotencyKey", "INVALID"),
         ({"consumerRef": ""}, "consumerRef", "INVALID"),
+        ({"idempotencyKey": "   "}, "idempotencyKey", "INVALID"),
+        ({"consumerRef": "bell\x07"}, "consumerRef", "INVALID"),
+        ({"quantity": "1E-7"}, "quantity", "TOO_MANY_DECIMALS"),
     ],
     ids=[
         "negative", "seven-decimals", "above-a-billion", "nan", "infinity", "uncharged-metric", "unknown-service",
         "malformed-service-id", "future", "no-time-zone", "before-first-period", "empty-key", "300-char-key", "empty-consumer",
+        "blank-key", "control-character", "exponent-seven-decimals",
     ],
 )
 async def test_a_bad_item_is_rejected_with_its_path_while_the_rest_of_the_batch_is_accepted(api, mobility, overrides, field, code):
@@ -118,6 +122,16 @@ async def test_a_bad_item_is_rejected_with_its_path_while_the_rest_of_the_batch_
     keys = [e["node"]["idempotencyKey"] for e in (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"]]
     assert keys == ["good"]
     assert await revenue(api, mobility) == "8.70"
+
+
+async def test_trailing_zeros_and_non_ascii_references_are_accepted(api, mobility):
+    sid = mobility.service_id
+    payload = await record(api, mobility.citycar.key, [
+        event(sid, "z1", quantity="1.5000000000"), event(sid, "Schlüssel\u00a02", consumerRef="Zoë\u00a0Müller", metric="rental", quantity="1"),
+    ])
+    assert [r["status"] for r in payload["results"]] == ["ACCEPTED", "ACCEPTED"]
+    assert payload["results"][0]["event"]["quantity"] == "1.5"
+    assert payload["results"][1]["event"]["consumer"] == {"name": "Zoë\u00a0Müller"}
 
 
 async def test_a_batch_above_5000_events_is_refused_whole(api, mobility):
