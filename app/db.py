@@ -22,6 +22,13 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # A million events in a period: a batch's events land on pages all over the index by
+            # consumer. SQLite's default page cache (about 2 MB) would read them again for every
+            # batch, and its checkpoint every 1,000 WAL pages would copy them back to the database
+            # after every batch or two; 64 MB of cache and a checkpoint every 10,000 pages (a WAL of
+            # up to about 40 MB) let a page take many batches' events before it is copied.
+            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.close()
             # Let SQLAlchemy's "begin" below decide how a transaction starts.
             dbapi_connection.isolation_level = None
