@@ -1,0 +1,62 @@
+"""The bulk import (app/importer.py) on a real database: files beyond the API's batch limit, row
+numbers in the report, and re-runs that double nothing."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from app.auth import identify
+from app.errors import DomainError
+from app.importer import import_usage
+from app.services.usage import MAX_BATCH
+from graph.ids import decode_id
+from models import ServiceUsage, UsageEvent
+from tests.graph.conftest import mobility_network
+
+ROWS = MAX_BATCH + 3
+
+
+@pytest.fixture
+async def mobility(api):
+    return await mobility_network(api)
+
+
+def decode_service(value: str) -> int | None:
+    try:
+        return decode_id(value, "Service")
+    except DomainError:
+        return None
+
+
+async def stored(rt, service_id: int) -> tuple[int, int]:
+    """(events stored, events counted by the service's running totals)."""
+    async with rt.sessions() as session:
+        events = await session.scalar(select(func.count()).select_from(UsageEvent).where(UsageEvent.service_id == service_id))
+        totals = await session.scalar(select(func.sum(ServiceUsage.events)).where(ServiceUsage.service_id == service_id))
+    return events, totals or 0
+
+
+async def test_a_file_beyond_one_batch_is_recorded_once_however_often_it_runs(rt, mobility, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    rows = [
+        {"idempotencyKey": f"b{i}", "serviceId": mobility.service_id, "consumerRef": f"c{i % 7}", "metric": "minutes",
+         "quantity": "1.5", "occurredAt": now}
+        for i in range(ROWS)
+    ]
+    rows[-2]["quantity"] = "1.0000001"  # rejected, with its row number
+    rows[-1] = dict(rows[0])  # the first row again: a duplicate within the file
+    path = tmp_path / "usage.ndjson"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
+    service_id = decode_service(mobility.service_id)
+
+    first = await import_usage(rt, principal, path, decode_service, progress=False)
+    assert (first.accepted, first.duplicates, first.rejected) == (ROWS - 2, 1, 1)
+    assert first.problems == [{"row": ROWS - 1, "field": "quantity", "code": "TOO_MANY_DECIMALS", "message": "at most 6 decimals"}]
+    assert await stored(rt, service_id) == (ROWS - 2, ROWS - 2)
+
+    again = await import_usage(rt, principal, path, decode_service, progress=False)
+    assert (again.accepted, again.duplicates, again.rejected) == (0, ROWS - 1, 1)
+    assert await stored(rt, service_id) == (ROWS - 2, ROWS - 2)
