@@ -34,7 +34,7 @@ from app.usage_ndjson import usage_ndjson
 from graph.context import Context
 from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, operation_label
 from graph.schema import schema
-from graph import subscriptions
+from graph import fanout, subscriptions
 
 log = logging.getLogger("shareflow.graphql")
 
@@ -146,6 +146,10 @@ def _prepared_query(query: str, operation_name: str | None):
 
 class GraphQLApp(GraphQL):
     """Strawberry's ASGI view with our context: the caller is known before anything executes."""
+
+    # Subscription messages shared by many subscribers: executed and encoded once, sent by each operation.
+    graphql_transport_ws_handler_class = fanout.TransportWSHandler
+    graphql_ws_handler_class = fanout.LegacyWSHandler
 
     def __init__(self, rt: Runtime) -> None:
         super().__init__(

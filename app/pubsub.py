@@ -13,6 +13,12 @@ message and counts the loss; the messages say *that* something changed, so the l
 matters). With Redis a process holds one pub/sub connection and subscribes each channel once, for
 as long as it has a local subscriber on it.
 
+A subscriber may bring a preparation (`subscribe(channel, prepare=...)`): work its messages need
+that is the same for all of them (the network's totals, say). The hub runs each distinct preparation
+once per message, before it wakes the channel's subscribers, who then find the result in the
+message's `memo` instead of all waking to wait for it. Messages still reach every subscriber in the
+order they were published.
+
 Messages are small JSON-able dicts; channels are named per network (`channel_for`).
 """
 
@@ -23,7 +29,7 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("shareflow.pubsub")
@@ -51,16 +57,22 @@ class Event:
         return f"Event({self.channel!r}, {self.data!r})"
 
 
+Preparation = Callable[[Event], Awaitable[None]]
+"""Run once per message before the subscribers that brought it wake; equal preparations (`==`)
+count as one."""
+
+
 class Subscriber:
     """A local subscriber's inbox: `await next()` (or `async for`) gives the channel's events in order.
 
     A deque and one waiter future rather than an `asyncio.Queue` under `asyncio.wait_for`: a fan-out
     wakes a thousand inboxes at once, and a wait with a timeout here costs a timer, not a task."""
 
-    def __init__(self, hub: _Hub, channel: str, maxsize: int) -> None:
+    def __init__(self, hub: _Hub, channel: str, maxsize: int, prepare: Preparation | None = None) -> None:
         self.hub = hub
         self.channel = channel
         self.maxsize = maxsize
+        self.prepare = prepare
         self._items: collections.deque[Event] = collections.deque()
         self._waiter: asyncio.Future | None = None
         self.dropped = 0
@@ -116,10 +128,13 @@ def _wake(waiter: asyncio.Future) -> None:
 
 
 class _Hub:
-    """The local fan-out: channel -> this process's subscribers."""
+    """The local fan-out: channel -> this process's subscribers (and their preparations)."""
 
     def __init__(self) -> None:
         self.channels: dict[str, set[Subscriber]] = {}
+        self._preparations: dict[str, collections.Counter[Preparation]] = {}
+        self._delivering: dict[str, asyncio.Future] = {}
+        "channel -> its latest message still being prepared: the next one is offered after it."
 
     def add(self, subscriber: Subscriber) -> bool:
         """True when the subscriber is the channel's first."""
@@ -128,14 +143,23 @@ class _Hub:
         if first:
             subscribers = self.channels[subscriber.channel] = set()
         subscribers.add(subscriber)
+        if subscriber.prepare is not None:
+            self._preparations.setdefault(subscriber.channel, collections.Counter())[subscriber.prepare] += 1
         return first
 
     def remove(self, subscriber: Subscriber) -> bool:
         """True when the channel has no subscriber left."""
         subscribers = self.channels.get(subscriber.channel)
-        if subscribers is None:
+        if subscribers is None or subscriber not in subscribers:
             return False
         subscribers.discard(subscriber)
+        preparations = self._preparations.get(subscriber.channel)
+        if subscriber.prepare is not None and preparations is not None:
+            preparations[subscriber.prepare] -= 1
+            if preparations[subscriber.prepare] <= 0:
+                del preparations[subscriber.prepare]
+            if not preparations:
+                del self._preparations[subscriber.channel]
         if not subscribers:
             del self.channels[subscriber.channel]
             return True
@@ -146,14 +170,40 @@ class _Hub:
         if not subscribers:
             return 0
         event = Event(channel, data)
-        for subscriber in subscribers:
-            subscriber.offer(event)
+        preparations = self._preparations.get(channel)
+        previous = self._delivering.get(channel)
+        if not preparations and previous is None:
+            self._offer(channel, event)
+        else:
+            delivery = self._delivering[channel] = asyncio.ensure_future(
+                self._prepared(channel, event, list(preparations or ()), previous)
+            )
+            delivery.add_done_callback(lambda done: self._delivered(channel, done))
         return len(subscribers)
+
+    async def _prepared(self, channel: str, event: Event, preparations: list[Preparation], previous) -> None:
+        for prepare in preparations:
+            try:
+                await prepare(event)
+            except Exception:  # noqa: BLE001 - the subscribers then meet the failure themselves
+                log.exception("preparing a message on %s failed", channel)
+        if previous is not None:
+            with contextlib.suppress(BaseException):
+                await previous
+        self._offer(channel, event)
+
+    def _delivered(self, channel: str, delivery: asyncio.Future) -> None:
+        if self._delivering.get(channel) is delivery:
+            del self._delivering[channel]
+
+    def _offer(self, channel: str, event: Event) -> None:
+        for subscriber in self.channels.get(channel, ()):
+            subscriber.offer(event)
 
 
 class PubSub:
-    """The interface: `publish(channel, message)`, `subscribe(channel)` as an async context manager
-    giving a `Subscriber`, `close()`."""
+    """The interface: `publish(channel, message)`, `subscribe(channel, prepare=None)` as an async
+    context manager giving a `Subscriber`, `close()`."""
 
     def __init__(self) -> None:
         self.hub = _Hub()
@@ -162,8 +212,10 @@ class PubSub:
         raise NotImplementedError
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str, maxsize: int = QUEUE_SIZE) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(self.hub, channel, maxsize)
+    async def subscribe(
+        self, channel: str, maxsize: int = QUEUE_SIZE, prepare: Preparation | None = None
+    ) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self.hub, channel, maxsize, prepare)
         first = self.hub.add(subscriber)
         try:
             if first:

@@ -9,6 +9,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics
+from graph.fanout import SharingExecutor
 from graph.mutations.add_agreement import AgreementPayload, add_agreement
 from graph.mutations.change_price_plan import change_price_plan
 from graph.mutations.close_period import ClosePeriodPayload, close_period
@@ -90,6 +91,7 @@ schema = strawberry.Schema(
     subscription=Subscription,
     types=[Network, Party, Service, Agreement, ApiKey, UsageEvent, Statement],
     config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar}),
+    execution_context_class=SharingExecutor,  # subscribers with the same operation and access share each message
     extensions=[
         AuthenticationGate,
         ErrorShaping,

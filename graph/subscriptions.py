@@ -6,7 +6,9 @@ computes its own message with its subscriber's principal and the same access rul
 (app.services.settlement.statement): payloads carry what the subscriber may see, nothing more.
 Subscribers that would compute the same thing from the same message (same party, same access)
 share one computation (`pubsub.Event.memo`), so a thousand subscribers of one party cost one
-statement per change, not a thousand.
+statement per change, not a thousand; the network's totals are worked out before its subscribers
+wake (a pubsub preparation), and subscribers with the same operation and access share each
+message's execution and JSON (graph/fanout.py).
 
 A socket authenticates once, in `connection_init` (`{"authorization": "Bearer <key>"}`); every
 subscription checks the key again on each message and every `REVALIDATE_SECONDS` while quiet (through
@@ -20,7 +22,6 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,11 +36,13 @@ from strawberry.types.unset import UNSET
 from app.auth import Caller, Principal, identify
 from app.errors import DomainError
 from app.observability import SUBSCRIPTIONS
-from app.pubsub import Event, Subscriber, channel_for
+from app.pubsub import Event, Preparation, Subscriber, channel_for
 from app.services import events, settlement
 from app.services.access import visible_parties
+from graph import fanout
 from graph.context import Context, Info
 from graph.errors import coded
+from graph.fanout import SharedComputation, same_access
 from graph.ids import decode_optional
 from graph.loaders import Loaders
 from graph.statements import Statement
@@ -161,57 +164,14 @@ async def _watched_party(context: SocketContext, party_id: strawberry.ID | None)
     raise coded("NOT_FOUND", "party not found")
 
 
-_ACCESS: dict[Principal, Principal] = {}
-
-
-def _same_access(principal: Principal) -> Principal:
-    """The principal without its key id: what access depends on, so that subscribers with
-    different keys of the same party share a computation."""
-    same = _ACCESS.get(principal)
-    if same is None:
-        if len(_ACCESS) > 10_000:
-            _ACCESS.clear()
-        same = _ACCESS[principal] = dataclasses.replace(principal, key_id=None)
-    return same
-
-
 async def _shared(event: Event | None, key: tuple, compute: Callable[[], Awaitable[Any]]) -> Any:
     """`compute()` once per event and key, shared by every local subscriber that asks for it."""
     if event is None:
         return await compute()
     shared = event.memo.get(key)
     if shared is None:
-        shared = event.memo[key] = _Computation(asyncio.ensure_future(compute()))
+        shared = event.memo[key] = SharedComputation(asyncio.ensure_future(compute()))
     return await shared.result()
-
-
-class _Computation:
-    """One shared computation and the subscribers waiting for it: each waits on a future of its
-    own (its cancellation cancels only that), all woken by one callback; once it is done, a
-    subscriber takes the result without suspending."""
-
-    __slots__ = ("task", "waiters")
-
-    def __init__(self, task: asyncio.Future) -> None:
-        self.task = task
-        self.waiters: list[asyncio.Future] = []
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Future) -> None:
-        if not task.cancelled():
-            task.exception()  # retrieved: raised to the subscribers, not logged as lost
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
-
-    async def result(self) -> Any:
-        task = self.task
-        if not task.done():
-            waiter = task.get_loop().create_future()
-            self.waiters.append(waiter)
-            await waiter
-        return task.result()
 
 
 def _unexpected(context: Context, error: Exception) -> GraphQLError:
@@ -278,6 +238,28 @@ async def _network_totals(rt, network_id: int) -> settlement.NetworkTotals | Non
     return await settlement.network_totals(rt, network_id, tuple(_WATCHED.get(network_id, ())))
 
 
+class _NetworkTotalsFirst:
+    """The preparation of the network's messages for `settlementUpdated` (see app.pubsub): after
+    a usage change, the network's totals are computed before its subscribers here wake, so that
+    they wake once, to find them in the event's memo. Equal for one runtime: one pass per event."""
+
+    __slots__ = ("rt",)
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NetworkTotalsFirst) and other.rt is self.rt
+
+    def __hash__(self) -> int:
+        return id(self.rt)
+
+    async def __call__(self, event: Event) -> None:
+        network_id = event.data.get("network")
+        if event.data.get("kind") == events.USAGE and network_id in _WATCHED:
+            await _shared(event, ("network", network_id), lambda: _network_totals(self.rt, network_id))
+
+
 async def _event_totals(rt, event: Event, principal: Principal, party_id: int) -> _Totals | None:
     """The party's running totals after an event, as the principal may see it: from the network's
     totals when the party is one the principal may watch (itself; for the owner, any party of its
@@ -297,7 +279,7 @@ async def _event_totals(rt, event: Event, principal: Principal, party_id: int) -
                 row, network.period, network.currency, sums.receivable, sums.payable, sums.net
             )
         return totals
-    return await _shared(event, ("totals", _same_access(principal), party_id),
+    return await _shared(event, ("totals", same_access(principal), party_id),
                          lambda: _running_totals(rt, principal, party_id))
 
 
@@ -322,10 +304,10 @@ class _Batch:
 
 
 @contextlib.asynccontextmanager
-async def _inbox(context: SocketContext):
+async def _inbox(context: SocketContext, prepare: Preparation | None = None):
     """The network's channel, counted as an open subscription on /metrics while it is held."""
     with SUBSCRIPTIONS.track_inprogress():
-        async with context.rt.pubsub.subscribe(channel_for(context.principal.network_id)) as inbox:
+        async with context.rt.pubsub.subscribe(channel_for(context.principal.network_id), prepare=prepare) as inbox:
             yield inbox
 
 
@@ -349,7 +331,7 @@ async def _events(context: SocketContext, inbox: Subscriber) -> AsyncGenerator[_
 async def _settlement_stream(context: SocketContext, party_id: int) -> AsyncGenerator[SettlementUpdate, None]:
     rt = context.rt
     with _watching(context.principal.network_id, party_id):
-        async with _inbox(context) as inbox:
+        async with _inbox(context, _NetworkTotalsFirst(rt)) as inbox:
             last: _Totals | None = None
             batch: _Batch | None = None
             stream = _events(context, inbox)
@@ -387,16 +369,23 @@ async def _finalized_stream(context: SocketContext, party_id: int) -> AsyncGener
             for period in batch.closed:
                 principal = context.party_principal()
                 try:
-                    value = await _shared(event, ("final", _same_access(principal), party_id, period),
-                                          lambda p=principal, k=period: settlement.statement(rt, p, party_id, k, None))
+                    statement = await _shared(event, ("final", same_access(principal), party_id, period),
+                                              lambda p=principal, k=period: _final_statement(rt, p, party_id, k))
                 except (GraphQLError, asyncio.CancelledError):
                     raise
                 except Exception as error:  # noqa: BLE001
                     raise _unexpected(context, error) from None
-                if value is None:
+                if statement is None:
                     raise coded("NOT_FOUND", "party not found")
                 context.fresh_loaders()
-                yield Statement(value=value)
+                yield statement
+
+
+async def _final_statement(rt, principal: Principal, party_id: int, period: str) -> Statement | None:
+    """The party's final statement of the period as the principal may see it: one message for
+    every subscriber that gets it."""
+    value = await settlement.statement(rt, principal, party_id, period, None)
+    return None if value is None else Statement(value=value)
 
 
 @strawberry.type
@@ -409,10 +398,10 @@ class Subscription:
     ) -> AsyncGenerator[SettlementUpdate, None]:
         context = _principal(info)
         party = await _watched_party(context, party_id)
-        return _settlement_stream(context, party)
+        return fanout.delivered(_settlement_stream(context, party))
 
     @strawberry.subscription
     async def statement_finalized(self, info: Info, party_id: strawberry.ID | None = None) -> AsyncGenerator[Statement, None]:
         context = _principal(info)
         party = await _watched_party(context, party_id)
-        return _finalized_stream(context, party)
+        return fanout.delivered(_finalized_stream(context, party))
