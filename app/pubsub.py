@@ -75,6 +75,8 @@ class Subscriber:
         self.prepare = prepare
         self._items: collections.deque[Event] = collections.deque()
         self._waiter: asyncio.Future | None = None
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.dropped = 0
         "Events lost because the inbox was full (the oldest go first)."
 
@@ -95,16 +97,29 @@ class Subscriber:
         if not items:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+            self._deadline = None if timeout is None else loop.time() + timeout
+            if self._deadline is not None and self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._expire)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
             if not items:
                 return None
         return items.popleft()
+
+    def _expire(self) -> None:
+        """The inbox's one timer: moved on to the current wait's deadline rather than made anew
+        for every wait (a fan-out's waits end long before their deadlines)."""
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return
+        loop = waiter.get_loop()
+        if loop.time() >= deadline:
+            waiter.set_result(None)
+        else:
+            self._timer = loop.call_at(deadline, self._expire)
 
     def pending(self) -> list[Event]:
         """Every event already waiting, taken out of the inbox."""
@@ -120,11 +135,6 @@ class Subscriber:
         while event is None:
             event = await self.next()
         return event
-
-
-def _wake(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class _Hub:

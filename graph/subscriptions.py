@@ -33,7 +33,7 @@ from sqlalchemy import select
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET
 
-from app.auth import Caller, Principal, identify
+from app.auth import Caller, Principal, hash_key, identify
 from app.errors import DomainError
 from app.observability import SUBSCRIPTIONS
 from app.pubsub import Event, Preparation, Subscriber, channel_for
@@ -69,6 +69,8 @@ class SocketContext(Context):
 
     connection_params: dict[str, Any] | None = None
     authorization: str | None = None
+    key_hash: str | None = None
+    "The key's hash, for the key cache: each message checks the key again."
     _built: tuple[Principal, Loaders] | None = field(default=None, repr=False)
 
     @property
@@ -110,6 +112,7 @@ async def on_connect(context: SocketContext):
     if caller is None:
         raise ConnectionRejectionError({"code": "UNAUTHENTICATED", "message": "the API key is missing, unknown or revoked"})
     context.authorization = authorization
+    context.key_hash = hash_key(authorization.strip().partition(" ")[2].strip())
     context.caller = caller
     context.principal = caller.principal
     return UNSET  # a plain connection_ack
@@ -119,8 +122,8 @@ async def _revalidate(context: SocketContext) -> Caller:
     """The socket's key checked again; raises UNAUTHENTICATED once it no longer works. A key in the
     cache costs a hash and a lookup, no suspension."""
     rt = context.rt
-    caller = None
-    if context.authorization is not None:
+    caller = None if context.key_hash is None else rt.keys.get(context.key_hash)
+    if caller is None and context.authorization is not None:
         caller = await identify(rt.sessions, context.authorization, rt.settings.operator_key, rt.keys)
     if caller is None:
         context.principal = None
