@@ -275,6 +275,8 @@ def _chunks(rows: list, size: int = 1000):
 _EVENTS = UsageEvent.__table__
 _PARTIES = Party.__table__
 _LINES = UsageLine.__table__
+_USAGE = ServiceUsage.__table__
+_REVENUE = ServiceRevenue.__table__
 _LINE_KEY = ("period", "service_id", "consumer_id", "metric")
 _LINE_TOTALS = ("events", "quantity", "min_events", "max_events", "mid_events", "mid_quantity", "amount")
 
@@ -326,26 +328,22 @@ class _Statements:
             index_elements=["network_id", "billing_party_id", "external_ref"]
         )
         self.bind_time = bind_time(dialect)
-        # Look-ups by a list of values: built once with an expanding parameter, not per call
-        # around a thousand literals.
-        self.consumers_by_ref = select(_PARTIES.c.id, _PARTIES.c.external_ref).where(
-            _PARTIES.c.network_id == bindparam("network_id"),
-            _PARTIES.c.kind == "CONSUMER",
-            _PARTIES.c.billing_party_id == bindparam("merchant"),
-            _PARTIES.c.external_ref.in_(bindparam("refs", expanding=True)),
+        # Look-ups by a list of values (the `IN (*)` is expanded per length, see in_list).
+        self.consumers_by_ref = (
+            f"SELECT id, external_ref FROM {_PARTIES.name} WHERE network_id = ? AND kind = 'CONSUMER' "
+            "AND billing_party_id = ? AND external_ref IN (*)"
         )
+        self.keys_taken = f"SELECT idempotency_key FROM {_EVENTS.name} WHERE network_id = ? AND idempotency_key IN (*)"
+        self.lock_lines = (
+            f"SELECT consumer_id, {', '.join(_LINE_TOTALS)} FROM {_LINES.name} WHERE network_id = ? AND period = ? "
+            "AND service_id = ? AND metric = ? AND consumer_id IN (*) ORDER BY consumer_id"
+            + (" FOR UPDATE" if dialect.name == "postgresql" else "")  # SQLite's writer holds the database's lock
+        )
+        self._in_lists: dict[tuple[str, int], str] = {}
         self.events_by_key = (
             select(*_EVENT_COLUMNS, _PARTIES.c.external_ref)
             .join(_PARTIES, _PARTIES.c.id == _EVENTS.c.consumer_id)
             .where(_EVENTS.c.network_id == bindparam("network_id"), _EVENTS.c.idempotency_key.in_(bindparam("keys", expanding=True)))
-        )
-        c = _LINES.c
-        self.lock_lines = (
-            select(c.consumer_id, *[c[name] for name in _LINE_TOTALS])
-            .where(c.network_id == bindparam("network_id"), *[c[name] == bindparam(name) for name in ("period", "service_id", "metric")],
-                   c.consumer_id.in_(bindparam("consumers", expanding=True)))
-            .order_by(c.consumer_id)
-            .with_for_update()
         )
         self.new_line = self.native(
             f"INSERT INTO {_LINES.name} (network_id, {', '.join(_LINE_KEY)}, {', '.join(_LINE_TOTALS)}) "
@@ -355,16 +353,14 @@ class _Statements:
             f"UPDATE {_LINES.name} SET {', '.join(f'{name} = ?' for name in _LINE_TOTALS)} "
             f"WHERE network_id = ? AND {' AND '.join(f'{name} = ?' for name in _LINE_KEY)}"
         )
-        usage = insert(ServiceUsage.__table__)
-        self.add_service_usage = usage.on_conflict_do_update(
-            index_elements=["network_id", "period", "service_id", "metric"],
-            set_={"events": ServiceUsage.__table__.c.events + usage.excluded.events,
-                  "quantity": ServiceUsage.__table__.c.quantity + usage.excluded.quantity},
+        self.add_service_usage = self.native(
+            f"INSERT INTO {_USAGE.name} (network_id, period, service_id, metric, events, quantity) VALUES (?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (network_id, period, service_id, metric) DO UPDATE SET "
+            f"events = {_USAGE.name}.events + excluded.events, quantity = {_USAGE.name}.quantity + excluded.quantity"
         )
-        revenue = insert(ServiceRevenue.__table__)
-        self.add_service_revenue = revenue.on_conflict_do_update(
-            index_elements=["network_id", "period", "service_id"],
-            set_={"amount": ServiceRevenue.__table__.c.amount + revenue.excluded.amount},
+        self.add_service_revenue = self.native(
+            f"INSERT INTO {_REVENUE.name} (network_id, period, service_id, amount) VALUES (?, ?, ?, ?) "
+            f"ON CONFLICT (network_id, period, service_id) DO UPDATE SET amount = {_REVENUE.name}.amount + excluded.amount"
         )
 
     def native(self, sql: str) -> str:
@@ -375,6 +371,13 @@ class _Statements:
             raise NotImplementedError(f"paramstyle {self.paramstyle}")
         first, *rest = sql.split("?")
         return first + "".join(f"${number}{text}" for number, text in enumerate(rest, 1))
+
+    def in_list(self, sql: str, count: int) -> str:
+        """A look-up's SQL with its `IN (*)` holding `count` parameters, in the driver's style."""
+        native = self._in_lists.get((sql, count))
+        if native is None:
+            native = self._in_lists[(sql, count)] = self.native(sql.replace("(*)", f"({', '.join(['?'] * count)})"))
+        return native
 
     def new_events(self, rows: int) -> str:
         """One INSERT of `rows` events: the keys already taken are skipped, the new ones come
@@ -407,10 +410,11 @@ async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tup
         for merchant, ref in wanted:
             by_merchant[merchant].append(ref)
         found: dict[tuple[int, str], int] = {}
+        statements = _statements(connection)
         for merchant, names in sorted(by_merchant.items()):
             for chunk in _chunks(sorted(names)):
-                rows = await connection.execute(
-                    _statements(connection).consumers_by_ref, {"network_id": network_id, "merchant": merchant, "refs": chunk}
+                rows = await connection.exec_driver_sql(
+                    statements.in_list(statements.consumers_by_ref, len(chunk)), (network_id, merchant, *chunk)
                 )
                 found.update({(merchant, ref): party_id for party_id, ref in rows})
         return found
@@ -443,6 +447,17 @@ async def _events_by_key(connection: AsyncConnection, network_id: int, keys: lis
     return found
 
 
+async def _keys_taken(connection: AsyncConnection, network_id: int, keys: list[str]) -> list[str]:
+    """Which of these keys have an event already: most keys of a batch are new, and the stored
+    events of the few taken ones are read in full (_events_by_key)."""
+    statements = _statements(connection)
+    taken = []
+    for chunk in _chunks(keys):
+        rows = await connection.exec_driver_sql(statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk))
+        taken.extend(key for (key,) in rows)
+    return taken
+
+
 async def _claim_keys(connection: AsyncConnection, network_id, valid, services, results) -> list[StoredEvent]:
     """Insert the events whose keys are new; the unique key decides, also between concurrent
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
@@ -450,7 +465,7 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid, services, 
     first_of_key: dict[str, int] = {}
     for index, item, _, _ in valid:
         first_of_key.setdefault(item.idempotency_key, index)
-    stored = await _events_by_key(connection, network_id, list(first_of_key))
+    stored = await _events_by_key(connection, network_id, await _keys_taken(connection, network_id, list(first_of_key)))
     new = [entry for entry in valid if entry[1].idempotency_key not in stored and first_of_key[entry[1].idempotency_key] == entry[0]]
     merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
     consumers = await _consumers(connection, network_id, {(merchant[i.service_id], i.consumer_ref) for _, i, _, _ in new})
@@ -504,12 +519,11 @@ async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[t
     for period, service_id, consumer_id, metric in keys:
         groups[(period, service_id, metric)].append(consumer_id)
     found: dict[tuple, list[int]] = {}
-    statement = _statements(connection).lock_lines
+    statements = _statements(connection)
     for (period, service_id, metric), consumer_ids in sorted(groups.items()):
         for chunk in _chunks(sorted(consumer_ids)):
-            rows = await connection.execute(
-                statement,
-                {"network_id": network_id, "period": period, "service_id": service_id, "metric": metric, "consumers": chunk},
+            rows = await connection.exec_driver_sql(
+                statements.in_list(statements.lock_lines, len(chunk)), (network_id, period, service_id, metric, *chunk)
             )
             for consumer_id, *totals in rows:
                 found[(period, service_id, consumer_id, metric)] = totals
@@ -576,20 +590,14 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
         revenue[(period, service_id)] += amount - old[6]
         updates.append((events, quantity, min_events, max_events, mid_events, mid_quantity, amount, network.id, *key))
     await connection.exec_driver_sql(statements.update_line, updates)
-    await connection.execute(
+    await connection.exec_driver_sql(
         statements.add_service_usage,
-        [
-            {"network_id": network.id, "period": period, "service_id": service_id, "metric": metric,
-             "events": events, "quantity": quantity}
-            for (period, service_id, metric), (events, quantity, _) in sorted(service_usage.items())
-        ],
+        [(network.id, period, service_id, metric, events, quantity)
+         for (period, service_id, metric), (events, quantity, _) in sorted(service_usage.items())],
     )
-    await connection.execute(
+    await connection.exec_driver_sql(
         statements.add_service_revenue,
-        [
-            {"network_id": network.id, "period": period, "service_id": service_id, "amount": delta}
-            for (period, service_id), delta in sorted(revenue.items())
-        ],
+        [(network.id, period, service_id, delta) for (period, service_id), delta in sorted(revenue.items())],
     )
 
 
