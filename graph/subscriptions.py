@@ -305,6 +305,14 @@ class _Batch:
     kinds: frozenset
     closed: tuple[str, ...]
 
+    @classmethod
+    def of(cls, taken: list[Event]) -> _Batch:
+        return cls(
+            taken[-1],
+            frozenset(e.data.get("kind") for e in taken),
+            tuple(e.data["period"] for e in taken if e.data.get("kind") == events.CLOSED),
+        )
+
 
 @contextlib.asynccontextmanager
 async def _inbox(context: SocketContext, prepare: Preparation | None = None):
@@ -321,12 +329,13 @@ async def _events(context: SocketContext, inbox: Subscriber) -> AsyncGenerator[_
         event = await inbox.next(REVALIDATE_SECONDS)
         batch = None
         if event is not None:
-            taken = [event, *inbox.pending()]
-            batch = _Batch(
-                taken[-1],
-                frozenset(e.data.get("kind") for e in taken),
-                tuple(e.data["period"] for e in taken if e.data.get("kind") == events.CLOSED),
-            )
+            taken = inbox.pending()
+            if taken:
+                batch = _Batch.of([event, *taken])
+            else:  # the usual case: one batch for all the subscribers that took this event alone
+                batch = event.memo.get(_Batch)
+                if batch is None:
+                    batch = event.memo[_Batch] = _Batch.of([event])
         await _revalidate(context)
         yield batch
 
