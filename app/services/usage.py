@@ -22,7 +22,7 @@ from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent, from_micros, to_micros
 from app.billing.periods import period_bounds, period_of
 from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_line
-from app.db import begin_write
+from app.db import write_turn
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
@@ -210,8 +210,7 @@ async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem]
     if max_batch is not None and len(items) > max_batch:
         raise DomainError.of("BATCH_TOO_LARGE", f"at most {max_batch} events per batch", "events")
     results: list[ItemResult | None] = [None] * len(items)
-    async with rt.sessions() as session:
-        await begin_write(session)
+    async with rt.sessions() as session, write_turn(session):
         network = await session.get(Network, principal.network_id)
         service_ids = {i.service_id for i in items if i.service_id is not None}
         services = {
@@ -605,8 +604,7 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
     """The event stops counting; its line, the service's usage and revenue follow at once."""
     if not _printable(idempotency_key):
         raise not_found("usage event", "idempotencyKey")
-    async with rt.sessions() as session:
-        await begin_write(session)
+    async with rt.sessions() as session, write_turn(session):
         event = await session.scalar(
             select(UsageEvent)
             .where(UsageEvent.network_id == principal.network_id, UsageEvent.idempotency_key == idempotency_key)
