@@ -2,10 +2,8 @@
 
 import csv
 import gc
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 
@@ -28,17 +26,12 @@ class ImportReport:
     problems: list[dict] = field(default_factory=list)
 
 
-_JSON = json.JSONDecoder(parse_float=Decimal)
-"One decoder for every line (json.loads with parse_float builds a new one per call)."
-
-
 def _rows(path: Path) -> Iterator[dict]:
     with path.open(newline="", encoding="utf-8") as handle:
         if path.suffix.lower() in (".ndjson", ".jsonl"):
-            decode = _JSON.decode
             for line in handle:
                 if line.strip():
-                    yield decode(line)
+                    yield usage.row_from_json(line)
         else:
             yield from csv.DictReader(handle)
 

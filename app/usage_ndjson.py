@@ -15,7 +15,6 @@ streamed, so a long body is answered as it is written; a line that is not a JSON
 rejected on its own (`INVALID`, path `["events", "<index>"]`)."""
 
 import json
-from decimal import Decimal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -112,7 +111,7 @@ async def usage_ndjson(request: Request):
             positions: list[int] = []
             for offset, raw in enumerate(lines[start : start + BATCH]):
                 try:
-                    row = json.loads(raw, parse_float=Decimal)
+                    row = usage.row_from_json(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads decodes bytes
                 except ValueError:
                     row = None
                 if type(row) is not dict:

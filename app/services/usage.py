@@ -5,6 +5,7 @@ line (repriced with the plan of the event's period), the service's usage per met
 service's revenue (the root pool), so that live flows and statements never rescan the events.
 """
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -50,6 +51,10 @@ class UsageItem(NamedTuple):
 
 FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
 "The keys of a usage item as it arrives (GraphQL's UsageInput, an NDJSON line, a CSV header)."
+
+row_from_json = json.JSONDecoder(parse_float=Decimal).decode
+"""An NDJSON line as a raw row (numbers with a fraction kept exact); one decoder for every line,
+where json.loads with parse_float would build one per call. Raises ValueError."""
 
 
 def item_from_row(row, decode_service) -> UsageItem:
