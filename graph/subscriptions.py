@@ -219,20 +219,27 @@ class _Totals:
 
 _WATCHED: dict[int, collections.Counter] = {}
 "network -> the parties this process's `settlementUpdated` subscriptions watch (with how many)."
+_WATCHERS_KEYS: dict[int, collections.Counter] = {}
+"network -> the (authorization, key hash) of the sockets those subscriptions are on (with how many)."
 
 
 @contextlib.contextmanager
-def _watching(network_id: int, party_id: int):
+def _watching(context: SocketContext, party_id: int):
+    network_id = context.principal.network_id
+    key = (context.authorization, context.key_hash)
     watched = _WATCHED.setdefault(network_id, collections.Counter())
+    keys = _WATCHERS_KEYS.setdefault(network_id, collections.Counter())
     watched[party_id] += 1
+    keys[key] += 1
     try:
         yield
     finally:
-        watched[party_id] -= 1
-        if watched[party_id] <= 0:
-            del watched[party_id]
-        if not watched and _WATCHED.get(network_id) is watched:
-            del _WATCHED[network_id]
+        for counter, item, registry in ((watched, party_id, _WATCHED), (keys, key, _WATCHERS_KEYS)):
+            counter[item] -= 1
+            if counter[item] <= 0:
+                del counter[item]
+            if not counter and registry.get(network_id) is counter:
+                del registry[network_id]
 
 
 async def _network_totals(rt, network_id: int) -> settlement.NetworkTotals | None:
@@ -241,10 +248,12 @@ async def _network_totals(rt, network_id: int) -> settlement.NetworkTotals | Non
     return await settlement.network_totals(rt, network_id, tuple(_WATCHED.get(network_id, ())))
 
 
-class _NetworkTotalsFirst:
+class _BeforeWaking:
     """The preparation of the network's messages for `settlementUpdated` (see app.pubsub): after
-    a usage change, the network's totals are computed before its subscribers here wake, so that
-    they wake once, to find them in the event's memo. Equal for one runtime: one pass per event."""
+    a usage change, before its subscribers here wake, the network's totals are computed and the
+    keys of their sockets that the key cache has let go are checked again, once each, so that the
+    subscribers wake once and find both ready instead of each waiting on the database. Equal for
+    one runtime: one pass per event."""
 
     __slots__ = ("rt",)
 
@@ -252,7 +261,7 @@ class _NetworkTotalsFirst:
         self.rt = rt
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _NetworkTotalsFirst) and other.rt is self.rt
+        return isinstance(other, _BeforeWaking) and other.rt is self.rt
 
     def __hash__(self) -> int:
         return id(self.rt)
@@ -260,7 +269,16 @@ class _NetworkTotalsFirst:
     async def __call__(self, event: Event) -> None:
         network_id = event.data.get("network")
         if event.data.get("kind") == events.USAGE and network_id in _WATCHED:
-            await _shared(event, ("network", network_id), lambda: _network_totals(self.rt, network_id))
+            await asyncio.gather(
+                _shared(event, ("network", network_id), lambda: _network_totals(self.rt, network_id)),
+                self._keys_checked(network_id),
+            )
+
+    async def _keys_checked(self, network_id: int) -> None:
+        rt = self.rt
+        for authorization, key_hash in list(_WATCHERS_KEYS.get(network_id, ())):
+            if authorization is not None and rt.keys.get(key_hash) is None:
+                await identify(rt.sessions, authorization, rt.settings.operator_key, rt.keys)
 
 
 async def _event_totals(rt, event: Event, principal: Principal, party_id: int) -> _Totals | None:
@@ -342,8 +360,8 @@ async def _events(context: SocketContext, inbox: Subscriber) -> AsyncGenerator[_
 
 async def _settlement_stream(context: SocketContext, party_id: int) -> AsyncGenerator[SettlementUpdate, None]:
     rt = context.rt
-    with _watching(context.principal.network_id, party_id):
-        async with _inbox(context, _NetworkTotalsFirst(rt)) as inbox:
+    with _watching(context, party_id):
+        async with _inbox(context, _BeforeWaking(rt)) as inbox:
             last: _Totals | None = None
             batch: _Batch | None = None
             stream = _events(context, inbox)
