@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from itertools import chain
 from typing import NamedTuple
 
@@ -79,6 +80,10 @@ def item_from_row(row, decode_service) -> UsageItem:
             occurred = datetime.fromisoformat(str("" if occurred is None else occurred).strip().replace("Z", "+00:00"))
         except ValueError:
             occurred = datetime.min
+    if occurred.tzinfo is not None and occurred.utcoffset() is not None:
+        # In UTC once: GraphQL's parser hands over dateutil's zone objects, whose offsets every
+        # later comparison and conversion would ask of Python code again.
+        occurred = occurred.astimezone(UTC)
     key = get("idempotencyKey")
     ref = get("consumerRef")
     metric = get("metric")
@@ -313,7 +318,7 @@ def bind_time(dialect) -> Callable[[datetime], object]:
     PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of processing per event.
     Tests hold it to the column type's own processor."""
     if dialect.name == "sqlite":
-        return lambda at: at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return lambda at: at.astimezone(UTC).isoformat(" ", "microseconds")[:26]  # the text before "+00:00"
     return lambda at: at.astimezone(UTC)
 
 
@@ -327,7 +332,6 @@ class _Statements:
     def __init__(self, dialect) -> None:
         insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         self.paramstyle = dialect.paramstyle
-        self._new_events: dict[int, str] = {}
         self.new_consumer = insert(_PARTIES).on_conflict_do_nothing(
             index_elements=["network_id", "billing_party_id", "external_ref"]
         )
@@ -343,7 +347,6 @@ class _Statements:
             "AND service_id = ? AND metric = ? AND consumer_id IN (*) ORDER BY consumer_id"
             + (" FOR UPDATE" if dialect.name == "postgresql" else "")  # SQLite's writer holds the database's lock
         )
-        self._in_lists: dict[tuple[str, int], str] = {}
         self.events_by_key = (
             select(*_EVENT_COLUMNS, _PARTIES.c.external_ref)
             .join(_PARTIES, _PARTIES.c.id == _EVENTS.c.consumer_id)
@@ -376,24 +379,21 @@ class _Statements:
         first, *rest = sql.split("?")
         return first + "".join(f"${number}{text}" for number, text in enumerate(rest, 1))
 
+    # Cached per length, a few hundred at most (the instances live once per dialect).
+    @lru_cache(maxsize=256)  # noqa: B019
     def in_list(self, sql: str, count: int) -> str:
         """A look-up's SQL with its `IN (*)` holding `count` parameters, in the driver's style."""
-        native = self._in_lists.get((sql, count))
-        if native is None:
-            native = self._in_lists[(sql, count)] = self.native(sql.replace("(*)", f"({', '.join(['?'] * count)})"))
-        return native
+        return self.native(sql.replace("(*)", f"({', '.join(['?'] * count)})"))
 
+    @lru_cache(maxsize=64)  # noqa: B019
     def new_events(self, rows: int) -> str:
         """One INSERT of `rows` events: the keys already taken are skipped, the new ones come
         back with their ids (RETURNING, which executemany cannot give)."""
-        sql = self._new_events.get(rows)
-        if sql is None:
-            values = ", ".join([f"({', '.join(['?'] * len(_NEW_EVENT))})"] * rows)
-            sql = self._new_events[rows] = self.native(
-                f"INSERT INTO {_EVENTS.name} ({', '.join(_NEW_EVENT)}) VALUES {values} "
-                "ON CONFLICT (network_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key"
-            )
-        return sql
+        values = ", ".join([f"({', '.join(['?'] * len(_NEW_EVENT))})"] * rows)
+        return self.native(
+            f"INSERT INTO {_EVENTS.name} ({', '.join(_NEW_EVENT)}) VALUES {values} "
+            "ON CONFLICT (network_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+        )
 
 
 _STATEMENTS: dict[str, _Statements] = {}
