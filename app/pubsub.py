@@ -97,9 +97,11 @@ class Subscriber:
         if not items:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            self._deadline = None if timeout is None else loop.time() + timeout
-            if self._deadline is not None and self._timer is None:
-                self._timer = loop.call_at(self._deadline, self._expire)
+            deadline = self._deadline = None if timeout is None else loop.time() + timeout
+            if deadline is not None and (self._timer is None or self._timer.when() > deadline):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._expire)
             try:
                 await waiter
             finally:

@@ -63,3 +63,18 @@ async def test_messages_keep_their_order_while_one_is_slow_to_prepare():
         for inbox in (prepared, plain):
             got = [await inbox.next(1), await inbox.next(1)]
             assert [(e.data["n"], e.memo.get("prepared")) for e in got] == [(1, True), (2, True)]
+
+
+async def test_an_inbox_waits_as_long_as_each_wait_asks_and_no_longer():
+    pubsub = InProcessPubSub()
+    async with pubsub.subscribe("c") as inbox:
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.ensure_future(inbox.next(30))
+        await asyncio.sleep(0.05)
+        await pubsub.publish("c", {"n": 1})
+        assert (await waiting).data == {"n": 1}
+        started = loop.time()
+        assert await inbox.next(0.1) is None  # a shorter wait after a longer one ends on time
+        assert loop.time() - started < 5
+        await pubsub.publish("c", {"n": 2})
+        assert (await inbox.next(0.1)).data == {"n": 2}
