@@ -200,8 +200,7 @@ class _Hub:
             except Exception:  # noqa: BLE001 - the subscribers then meet the failure themselves
                 log.exception("preparing a message on %s failed", channel)
         if previous is not None:
-            with contextlib.suppress(BaseException):
-                await previous
+            await asyncio.wait([previous])  # however it ended: this message goes after it
         self._offer(channel, event)
 
     def _delivered(self, channel: str, delivery: asyncio.Future) -> None:
