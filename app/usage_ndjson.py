@@ -10,8 +10,8 @@ then one closing line `{"accepted", "duplicates", "rejected"}`.
 Same semantics as `recordUsage`: the same conversion of an item (usage.item_from_row, shared with
 the importer), validation, idempotency and access (app.services.usage.record_usage), the same
 body-size limit and the same rate limit per key (one request takes one token). Items are recorded
-in batches of at most MAX_BATCH, each committed in its own transaction before its results are
-streamed, so a long body is answered as it is written; a line that is not a JSON object is
+in batches of at most MAX_BATCH, each committed before its results are streamed (on SQLite,
+batches that arrive together share one commit), so a long body is answered as it is written; a line that is not a JSON object is
 rejected on its own (`INVALID`, path `["events", "<index>"]`)."""
 
 import json
