@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         uvicorn.run(
-            "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="info"
+            "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="info",
+            ws_per_message_deflate=get_settings().ws_compression,
         )
     elif args.command == "migrate":
         asyncio.run(_migrate())

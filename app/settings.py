@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     "Redis for pub/sub and shared rate limits across gateway processes; in-process when unset."
     allowed_origins: list[str] = []
     "Browser origins allowed to open the WebSocket from another site."
+    ws_compression: bool = False
+    "permessage-deflate on WebSockets: settlement messages are a few hundred bytes, which compressing barely shrinks while it costs CPU per message and a compressor per socket."
     max_page_size: int = 100
     "The cap on `first` for every connection."
     future_tolerance_seconds: int = 300

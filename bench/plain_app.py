@@ -43,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    uvicorn.run("bench.plain_app:create_app", factory=True, host=args.host, port=args.port, workers=1, log_level="info")
+    uvicorn.run("bench.plain_app:create_app", factory=True, host=args.host, port=args.port, workers=1, log_level="info",
+                ws_per_message_deflate=False)
 
 
 if __name__ == "__main__":

@@ -300,7 +300,8 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    uvicorn.run("bench.subscriptions:floor_app", factory=True, host="127.0.0.1", port=args.port, workers=1, log_level="info")
+    uvicorn.run("bench.subscriptions:floor_app", factory=True, host="127.0.0.1", port=args.port, workers=1, log_level="info",
+                ws_per_message_deflate=False)  # as `shareflow serve` by default
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import collections
 import contextlib
 import contextvars
 import dataclasses
-import gc
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -248,25 +247,8 @@ async def delivered(stream: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
                 yield payload
 
 
-FULL_COLLECTION_AFTER = 1_000
-"""Second-generation passes of the cyclic collector between two full ones, once sockets are open
-(Python's default is 10). A thousand open subscriptions hold some 400,000 objects, and a full pass
-over them stops the process for about a third of a second: with the default, one came every few
-fan-outs, holding up every message of it. The young generations are collected as before."""
-
-
-def _fewer_full_collections() -> None:
-    young, middle, full = gc.get_threshold()
-    if full < FULL_COLLECTION_AFTER:
-        gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
-
-
 class TransportWSHandler(BaseGraphQLTransportWSHandler):
     """graphql-transport-ws, each operation with its outlet (`next` messages)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _fewer_full_collections()
 
     async def run_operation(self, operation) -> None:
         _OUTLET.set(_Outlet(self.websocket, {"id": operation.id, "type": "next"}, lambda: not operation.completed))
@@ -275,10 +257,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
 
 class LegacyWSHandler(BaseGraphQLWSHandler):
     """The legacy graphql-ws, each operation with its outlet (`data` messages)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _fewer_full_collections()
 
     async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
         _OUTLET.set(_Outlet(self.websocket, {"type": "data", "id": operation_id}, lambda: True))

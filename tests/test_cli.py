@@ -90,3 +90,17 @@ def test_import_usage_refuses_an_unknown_key(workdir):
     (workdir["cwd"] / "empty.ndjson").write_text("")
     done = run(workdir, "import-usage", str(workdir["cwd"] / "empty.ndjson"), "--api-key", "sf_nope_nope")
     assert done.returncode != 0 and "unknown" in done.stderr
+
+
+@pytest.mark.parametrize("setting, compressed", [(None, False), ("true", True)])
+def test_serve_compresses_websocket_messages_only_when_told_to(workdir, setting, compressed):
+    from websockets.sync.client import connect
+
+    run(workdir, "migrate")
+    env = dict(workdir["env"])
+    if setting is not None:
+        env["SHAREFLOW_WS_COMPRESSION"] = setting
+    with serving(workdir["cwd"], env) as url:
+        with connect(url.replace("http", "ws", 1) + "/graphql", subprotocols=["graphql-transport-ws"]) as socket:
+            extensions = socket.response.headers.get("Sec-WebSocket-Extensions") or ""
+    assert ("permessage-deflate" in extensions) is compressed
