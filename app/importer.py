@@ -26,14 +26,23 @@ class ImportReport:
     problems: list[dict] = field(default_factory=list)
 
 
-def _rows(path: Path) -> Iterator[dict]:
+def _rows(path: Path) -> Iterator[dict | str]:
+    """The file's rows, blank lines skipped; a row that is not a usage item at all (a line that
+    is not a JSON object, a CSV row with too few or too many columns) comes as the reason why."""
     with path.open(newline="", encoding="utf-8") as handle:
         if path.suffix.lower() in (".ndjson", ".jsonl"):
             for line in handle:
                 if line.strip():
-                    yield usage.row_from_json(line)
+                    row = usage.row_from_json(line)
+                    yield "not a JSON object" if row is None else row
         else:
-            yield from csv.DictReader(handle)
+            reader = csv.reader(handle)
+            header = next(reader, None) or []
+            for values in reader:
+                if len(values) == len(header):
+                    yield dict(zip(header, values))
+                elif values:  # an empty line is skipped, as csv.DictReader does
+                    yield f"expected {len(header)} columns, found {len(values)}"
 
 
 def cached(decode_service):
@@ -69,9 +78,21 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
     gc.disable()
     try:
         offset = 0
-        while batch := [usage.item_from_row(row, decode_service) for row in islice(rows, BATCH)]:
-            recorded = await usage.record_usage(rt, principal, batch, max_batch=None)
-            for index, result in enumerate(recorded.results):
+        while batch := list(islice(rows, BATCH)):
+            outcomes: list[usage.ItemResult | None] = [None] * len(batch)
+            items = []
+            positions = []
+            for position, row in enumerate(batch):
+                if type(row) is str:
+                    outcomes[position] = usage.ItemResult("REJECTED", problems=[usage.row_problem(offset + position, row)])
+                else:
+                    items.append(usage.item_from_row(row, decode_service))
+                    positions.append(position)
+            if items:
+                recorded = await usage.record_usage(rt, principal, items, max_batch=None)
+                for position, result in zip(positions, recorded.results):
+                    outcomes[position] = result
+            for position, result in enumerate(outcomes):
                 if result.status == "ACCEPTED":
                     report.accepted += 1
                 elif result.status == "DUPLICATE":
@@ -79,7 +100,8 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
                 else:
                     report.rejected += 1
                     for problem in result.problems:
-                        report.problems.append({"row": offset + index + 1, "field": problem.path[-1], "code": problem.code, "message": problem.message})
+                        field = problem.path[2] if len(problem.path) > 2 else None  # None: the row as a whole
+                        report.problems.append({"row": offset + position + 1, "field": field, "code": problem.code, "message": problem.message})
             offset += len(batch)
             if bar is not None:
                 bar.update(len(batch))

@@ -111,13 +111,13 @@ async def usage_ndjson(request: Request):
             positions: list[int] = []
             for offset, raw in enumerate(lines[start : start + BATCH]):
                 try:
-                    row = usage.row_from_json(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads decodes bytes
-                except ValueError:
-                    row = None
-                if type(row) is not dict:
+                    text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes bytes
+                except UnicodeDecodeError:
+                    text = ""
+                row = usage.row_from_json(text)
+                if row is None:
                     index = start + offset
-                    out[offset] = _line(index, "REJECTED", None, [
-                        {"field": ["events", str(index)], "code": "INVALID", "message": "not a JSON object"}])
+                    out[offset] = _line(index, "REJECTED", None, _problems([usage.row_problem(index)], index))
                     counts["REJECTED"] += 1
                     continue
                 items.append(usage.item_from_row(row, decode))

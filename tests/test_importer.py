@@ -60,3 +60,29 @@ async def test_a_file_beyond_one_batch_is_recorded_once_however_often_it_runs(rt
     again = await import_usage(rt, principal, path, decode_service, progress=False)
     assert (again.accepted, again.duplicates, again.rejected) == (0, ROWS - 1, 1)
     assert await stored(rt, service_id) == (ROWS - 2, ROWS - 2)
+
+
+async def test_rows_that_are_not_usage_items_are_rejected_with_their_row_numbers_and_the_rest_recorded(rt, mobility, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    good = {"idempotencyKey": "k1", "serviceId": mobility.service_id, "consumerRef": "c", "metric": "minutes", "quantity": "2", "occurredAt": now}
+    ndjson = tmp_path / "usage.ndjson"
+    ndjson.write_text("\n".join([json.dumps(good), "{not json", "[1, 2]", json.dumps({**good, "idempotencyKey": "k2"})]) + "\n")
+    header = ",".join(good)
+    csv_file = tmp_path / "usage.csv"
+    csv_file.write_text("\n".join([
+        header,
+        ",".join(str(v) for v in {**good, "idempotencyKey": "k3"}.values()),
+        "k4,only,three",
+        ",".join(str(v) for v in {**good, "idempotencyKey": "k5"}.values()) + ",extra",
+        ",".join(str(v) for v in {**good, "idempotencyKey": "k6"}.values()),
+    ]) + "\n")
+    principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
+
+    lines = await import_usage(rt, principal, ndjson, decode_service, progress=False)
+    assert (lines.accepted, lines.rejected) == (2, 2)
+    assert [(p["row"], p["field"], p["code"]) for p in lines.problems] == [(2, None, "INVALID"), (3, None, "INVALID")]
+    table = await import_usage(rt, principal, csv_file, decode_service, progress=False)
+    assert (table.accepted, table.rejected) == (2, 2)
+    assert [(p["row"], p["field"], p["code"], p["message"]) for p in table.problems] == [
+        (2, None, "INVALID", "expected 6 columns, found 3"), (3, None, "INVALID", "expected 6 columns, found 7")]
+    assert await stored(rt, decode_service(mobility.service_id)) == (4, 4)

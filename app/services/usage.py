@@ -55,9 +55,24 @@ class UsageItem(NamedTuple):
 FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
 "The keys of a usage item as it arrives (GraphQL's UsageInput, an NDJSON line, a CSV header)."
 
-row_from_json = json.JSONDecoder(parse_float=Decimal).decode
-"""An NDJSON line as a raw row (numbers with a fraction kept exact); one decoder for every line,
-where json.loads with parse_float would build one per call. Raises ValueError."""
+_decode_json = json.JSONDecoder(parse_float=Decimal).decode
+"One decoder for every line, where json.loads with parse_float would build one per call."
+
+
+def row_from_json(line: str) -> dict | None:
+    """An NDJSON line as a raw row (numbers with a fraction kept exact), or None when the line is
+    not a JSON object: such a line is rejected on its own (row_problem), the others recorded."""
+    try:
+        row = _decode_json(line)
+    except ValueError:
+        return None
+    return row if type(row) is dict else None
+
+
+def row_problem(index: int, message: str = "not a JSON object") -> Problem:
+    """The one problem of a row that is not a usage item at all (bad JSON, wrong CSV columns):
+    INVALID on the row's own path, as the NDJSON endpoint and the import report it."""
+    return Problem(("events", str(index)), "INVALID", message)
 
 
 def item_from_row(row, decode_service) -> UsageItem:
@@ -147,6 +162,8 @@ class _Context:
             return known[2]
         zone = self.network.time_zone
         key = period_of(occurred, zone)
+        if key < self.first_period:
+            return key  # rejected BEFORE_FIRST_PERIOD; before 1970 it has no bounds
         start, end = period_bounds(key, zone)
         if period_of(start, zone) == key == period_of(end - timedelta(microseconds=1), zone):
             self._period = (start, end, key)

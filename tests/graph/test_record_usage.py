@@ -101,6 +101,7 @@ FUTURE = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
         ({"occurredAt": FUTURE}, "occurredAt", "INVALID"),
         ({"occurredAt": "2026-11-20T10:00:00"}, "occurredAt", "INVALID"),
         ({"occurredAt": "2001-01-01T00:00:00Z"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
+        ({"occurredAt": "1969-12-31T23:00:00Z"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
         ({"idempotencyKey": ""}, "idempotencyKey", "INVALID"),
         ({"idempotencyKey": "k" * 300}, "idempotencyKey", "INVALID"),
         ({"consumerRef": ""}, "consumerRef", "INVALID"),
@@ -110,7 +111,7 @@ FUTURE = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
     ],
     ids=[
         "negative", "seven-decimals", "above-a-billion", "nan", "infinity", "uncharged-metric", "unknown-service",
-        "malformed-service-id", "future", "no-time-zone", "before-first-period", "empty-key", "300-char-key", "empty-consumer",
+        "malformed-service-id", "future", "no-time-zone", "before-first-period", "before-1970", "empty-key", "300-char-key", "empty-consumer",
         "blank-key", "control-character", "exponent-seven-decimals",
     ],
 )
