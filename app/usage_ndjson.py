@@ -125,7 +125,7 @@ async def usage_ndjson(request: Request):
             if items:
                 try:
                     recorded = (await usage.record_usage(rt, principal, items)).results
-                except DomainError as error:  # the batch as a whole (e.g. a running total would overflow)
+                except DomainError as error:  # the batch as a whole
                     recorded = [usage.ItemResult("REJECTED", problems=error.problems)] * len(items)
                 for offset, result in zip(positions, recorded):
                     index = start + offset

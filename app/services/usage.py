@@ -255,8 +255,8 @@ class _CommitGroup:
     touched to the WAL and syncs it. A batch's events land on one page per consumer of the index
     by consumer, so with a million events in the period a batch of 1,000 wrote some 600 pages;
     several batches share most of those pages and one sync. Each batch keeps its own outcome (a
-    batch refused whole, e.g. QUANTITY_OVERFLOW, rolls back to its savepoint alone), and none is
-    answered before the commit that holds it."""
+    batch that fails whole rolls back to its savepoint alone, see _record), and none is answered
+    before the commit that holds it."""
 
     def __init__(self) -> None:
         self.waiting: list[tuple[Principal, list[UsageItem], asyncio.Future]] = []
@@ -300,8 +300,7 @@ async def _record_group(rt: Runtime, group: list[tuple[Principal, list[UsageItem
         async with rt.sessions() as session, write_turn(session):
             for principal, items, _ in group:
                 try:
-                    async with session.begin_nested():
-                        recorded, fresh = await _record(rt, session, principal, items)
+                    recorded, fresh = await _record(rt, session, principal, items)
                 except DomainError as error:
                     outcomes.append(error)
                 else:
@@ -330,8 +329,34 @@ async def _record_group(rt: Runtime, group: list[tuple[Principal, list[UsageItem
             answer.set_result(outcome)
 
 
+class _Overflow(DomainError):
+    """Events that would each push a running total past MAX_TOTAL: the batch is written again
+    without them (see _record)."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__(Problem(("events",), "QUANTITY_OVERFLOW", "a running total would leave the 64-bit range"))
+        self.positions = positions
+        "Positions in the changes handed to _apply."
+
+
 async def _record(rt: Runtime, session: AsyncSession, principal: Principal, items: list[UsageItem]) -> tuple[Recorded, list["StoredEvent"]]:
-    """One batch in the session's write transaction: its outcome and the events it stored."""
+    """One batch in the session's write transaction, in a savepoint: its outcome and the events it
+    stored. The totals are summed per batch, so an event that would overflow one is found only
+    once the batch's events are written; the batch is then rolled back to its savepoint and
+    written again with those events rejected (a rare path)."""
+    overflowing: dict[int, ItemResult] = {}
+    while True:
+        try:
+            async with session.begin_nested():
+                return await _record_once(rt, session, principal, items, overflowing)
+        except _Overflow as overflow:
+            for index in overflow.positions:
+                overflowing[index] = ItemResult("REJECTED", problems=[Problem(
+                    ("events", str(index), "quantity"), "QUANTITY_OVERFLOW", "a running total would leave the 64-bit range")])
+
+
+async def _record_once(rt, session, principal, items, overflowing: dict[int, ItemResult]) -> tuple[Recorded, list["StoredEvent"]]:
+    """_record's one attempt; the items of `overflowing` are rejected as given."""
     results: list[ItemResult | None] = [None] * len(items)
     network = await session.get(Network, principal.network_id)
     service_ids = {i.service_id for i in items if i.service_id is not None}
@@ -347,6 +372,9 @@ async def _record(rt: Runtime, session: AsyncSession, principal: Principal, item
 
     checked: list[tuple[int, UsageItem, str, int]] = []
     for index, item in enumerate(items):
+        if index in overflowing:
+            results[index] = overflowing[index]
+            continue
         problems, period, micros = _check_item(ctx, item, index)
         if not problems:
             checked.append((index, item, period, micros))
@@ -366,7 +394,11 @@ async def _record(rt: Runtime, session: AsyncSession, principal: Principal, item
 
     connection = await session.connection()
     fresh = await _claim_keys(connection, network.id, valid, services, results)
-    await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
+    try:
+        await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
+    except _Overflow as overflow:  # positions among the fresh events, in item order: as item indices
+        accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
+        raise _Overflow([accepted[position] for position in overflow.positions]) from None
     await _correct_closed(session, ctx, fresh)
     return Recorded([r for r in results if r is not None]), fresh
 
@@ -456,6 +488,15 @@ class _Statements:
             f"SELECT consumer_id, {', '.join(_LINE_TOTALS)} FROM {_LINES.name} WHERE network_id = ? AND period = ? "
             "AND service_id = ? AND metric = ? AND consumer_id IN (*) ORDER BY consumer_id"
             + (" FOR UPDATE" if dialect.name == "postgresql" else "")  # SQLite's writer holds the database's lock
+        )
+        lock = " FOR UPDATE" if dialect.name == "postgresql" else ""
+        self.service_usage = (
+            f"SELECT service_id, metric, events, quantity FROM {_USAGE.name} WHERE network_id = ? AND period = ? "
+            f"AND service_id IN (*) ORDER BY service_id, metric{lock}"
+        )
+        self.service_revenue = (
+            f"SELECT service_id, amount FROM {_REVENUE.name} WHERE network_id = ? AND period = ? "
+            f"AND service_id IN (*) ORDER BY service_id{lock}"
         )
         self.events_by_key = (
             select(*_EVENT_COLUMNS, _PARTIES.c.external_ref)
@@ -693,16 +734,26 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     exponents = {service_id: currency_exponent(service.currency) for service_id, service in ctx.services.items()}
     revenue: dict[tuple[str, int], int] = defaultdict(int)
     updates = []
+    overflow = False
     for key in keys:
         period, service_id, consumer_id, metric = key
         old, delta = lines[key], deltas[key]
         events, quantity, min_events, max_events, mid_events, mid_quantity = (old[i] + delta[i] for i in range(6))
-        if quantity > MAX_TOTAL:
-            raise DomainError.of("QUANTITY_OVERFLOW", "a running total would leave the 64-bit range", "events")
         new = LineUsage(events, from_micros(quantity), min_events, max_events, mid_events, from_micros(mid_quantity))
         amount = price_line(ctx.charge(service_id, period, metric), new, exponents[service_id], mode) if events else 0
+        overflow = overflow or quantity > MAX_TOTAL or amount > MAX_TOTAL
         revenue[(period, service_id)] += amount - old[6]
         updates.append((events, quantity, min_events, max_events, mid_events, mid_quantity, amount, network.id, *key))
+    # SQLite would turn a sum past 2^63-1 into a float: every total is checked before it is written.
+    usage_totals, revenue_totals = await _service_totals(connection, network.id, {period for period, *_ in keys}, {k[1] for k in keys})
+    overflow = (
+        overflow
+        or any(usage_totals.get(key, (0, 0))[1] + totals[1] > MAX_TOTAL or usage_totals.get(key, (0, 0))[0] + totals[0] > MAX_TOTAL
+               for key, totals in service_usage.items())
+        or any(revenue_totals.get(key, 0) + amount > MAX_TOTAL for key, amount in revenue.items())
+    )
+    if overflow:
+        raise _Overflow(_overflowing(ctx, changes, lines, usage_totals, revenue_totals, exponents, mode))
     await connection.exec_driver_sql(statements.update_line, updates)
     await connection.exec_driver_sql(
         statements.add_service_usage,
@@ -713,6 +764,54 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
         statements.add_service_revenue,
         [(network.id, period, service_id, delta) for (period, service_id), delta in sorted(revenue.items())],
     )
+
+
+async def _service_totals(connection: AsyncConnection, network_id: int, periods: set[str], service_ids: set[int]):
+    """The services' usage ((events, quantity) by (period, service, metric)) and revenue (by
+    (period, service)) as stored, locked beyond SQLite."""
+    statements = _statements(connection)
+    usage_totals: dict[tuple[str, int, str], tuple[int, int]] = {}
+    revenue_totals: dict[tuple[str, int], int] = {}
+    ids = sorted(service_ids)
+    for period in sorted(periods):
+        for service_id, metric, events, quantity in await connection.exec_driver_sql(
+            statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)
+        ):
+            usage_totals[(period, service_id, metric)] = (events, quantity)
+        for service_id, amount in await connection.exec_driver_sql(
+            statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)
+        ):
+            revenue_totals[(period, service_id)] = amount
+    return usage_totals, revenue_totals
+
+
+def _overflowing(ctx: _Context, changes, lines, usage_totals, revenue_totals, exponents, mode) -> list[int]:
+    """The positions of the changes that would each push a line's, a service's usage or a
+    service's revenue total past MAX_TOTAL, taken one at a time in order as if recorded alone;
+    a change that would is left out and the next ones are taken on the totals without it."""
+    usage_totals = dict(usage_totals)
+    revenue_totals = dict(revenue_totals)
+    line_totals = {
+        key: (LineUsage(old[0], from_micros(old[1]), old[2], old[3], old[4], from_micros(old[5])), old[6])
+        for key, old in lines.items()
+    }
+    positions = []
+    for position, (period, service_id, consumer_id, metric, quantity, sign) in enumerate(changes):
+        key = (period, service_id, consumer_id, metric)
+        charge = ctx.charge(service_id, period, metric)
+        line, old_amount = line_totals[key]
+        line = add_event(charge, line, from_micros(quantity), sign)
+        amount = price_line(charge, line, exponents[service_id], mode) if line.events else 0
+        events, total = usage_totals.get((period, service_id, metric), (0, 0))
+        events, total = events + sign, total + sign * quantity
+        revenue = revenue_totals.get((period, service_id), 0) + amount - old_amount
+        if max(to_micros(line.quantity), amount, events, total, revenue) > MAX_TOTAL:
+            positions.append(position)
+            continue
+        line_totals[key] = (line, amount)
+        usage_totals[(period, service_id, metric)] = (events, total)
+        revenue_totals[(period, service_id)] = revenue
+    return positions
 
 
 async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) -> UsageEvent:

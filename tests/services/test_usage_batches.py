@@ -7,9 +7,9 @@ from decimal import Decimal as D
 
 from sqlalchemy import func, select
 
-from app.errors import DomainError
-from app.services import usage
-from models import ServiceUsage, UsageEvent
+from app.billing.pricing import Charge, ChargeModel
+from app.services import catalog, usage
+from models import ServiceRevenue, ServiceUsage, UsageEvent
 from tests.services.test_live_totals import build
 
 BILLION = D(10) ** 9
@@ -26,7 +26,17 @@ async def counted_events(rt, service_id: int) -> int:
         return await session.scalar(select(func.sum(ServiceUsage.events)).where(ServiceUsage.service_id == service_id))
 
 
-async def test_a_batch_refused_whole_leaves_the_batches_beside_it_recorded(rt):
+def overflowing(index: int) -> dict:
+    return {"status": "REJECTED", "problems": [(("events", str(index), "quantity"), "QUANTITY_OVERFLOW")]}
+
+
+def outcome(result: usage.ItemResult) -> dict:
+    if result.status != "REJECTED":
+        return {"status": result.status}
+    return {"status": result.status, "problems": [(tuple(p.path), p.code) for p in result.problems]}
+
+
+async def test_events_that_would_overflow_a_running_total_are_rejected_alone_and_the_batches_beside_them_recorded(rt):
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
 
@@ -34,17 +44,54 @@ async def test_a_batch_refused_whole_leaves_the_batches_beside_it_recorded(rt):
         return [usage.UsageItem(f"{prefix}-{i}", service.id, consumer, "minutes", quantity, now) for i in range(count)]
 
     await usage.record_usage(rt, provider, items("a", usage.MAX_BATCH, BILLION))
-    # The line of "heavy" holds 5e12 units: 5,000 more would leave the 64-bit range of its total.
-    overflowing, beside, after = await asyncio.gather(
+    # The line of "heavy" holds 5e12 units: 4,223 more fit in the 64-bit range of its total
+    # (9,223,372,036,854,775,807 millionths), the 777 after them do not.
+    fitting = 9223 - usage.MAX_BATCH
+    heavy, beside, after = await asyncio.gather(
         usage.record_usage(rt, provider, items("b", usage.MAX_BATCH, BILLION)),
         usage.record_usage(rt, provider, items("c", 3, D("1.5"), consumer="light")),
         usage.record_usage(rt, owner, items("d", 2, D(2), consumer="light")),
-        return_exceptions=True,
     )
-    assert isinstance(overflowing, DomainError) and overflowing.code == "QUANTITY_OVERFLOW"
+    assert [outcome(r) for r in heavy.results] == (
+        [{"status": "ACCEPTED"}] * fitting + [overflowing(i) for i in range(fitting, usage.MAX_BATCH)]
+    )
     assert [r.status for r in beside.results] == ["ACCEPTED"] * 3
     assert [r.status for r in after.results] == ["ACCEPTED"] * 2
     keys = await stored_keys(rt, service.id)
-    assert not any(key.startswith("b-") for key in keys)
-    assert {"c-0", "c-1", "c-2", "d-0", "d-1"} <= keys and len(keys) == usage.MAX_BATCH + 5
-    assert await counted_events(rt, service.id) == usage.MAX_BATCH + 5
+    assert {f"b-{i}" for i in range(fitting)} <= keys and f"b-{fitting}" not in keys
+    assert {"c-0", "c-1", "c-2", "d-0", "d-1"} <= keys and len(keys) == 9223 + 5
+    assert await counted_events(rt, service.id) == 9223 + 5
+
+
+async def test_an_event_that_would_overflow_the_services_total_is_rejected_though_its_line_has_room(rt):
+    network, owner, provider, service = await build(rt)
+    now = datetime.now(UTC)
+    await usage.record_usage(rt, provider, [usage.UsageItem(f"a-{i}", service.id, f"c{i % 5}", "minutes", BILLION, now) for i in range(5000)])
+    # Each consumer's line holds 1e12 units; the service's usage of minutes 5e12 units.
+    batch = [usage.UsageItem(f"b-{i}", service.id, "fresh", "minutes", BILLION, now) for i in range(4224)]
+    batch.append(usage.UsageItem("small", service.id, "fresh", "minutes", D("0.5"), now))
+    recorded = await usage.record_usage(rt, provider, batch)
+    assert [outcome(r) for r in recorded.results] == [{"status": "ACCEPTED"}] * 4223 + [overflowing(4223), {"status": "ACCEPTED"}]
+    keys = await stored_keys(rt, service.id)
+    assert "b-4223" not in keys and "small" in keys and len(keys) == 9224
+    async with rt.sessions() as session:
+        total = await session.scalar(select(ServiceUsage.quantity).where(ServiceUsage.service_id == service.id, ServiceUsage.metric == "minutes"))
+    assert total == 9223 * 10**15 + 500_000 and type(total) is int
+
+
+async def test_an_event_that_would_overflow_the_services_revenue_is_rejected_and_the_rest_recorded(rt):
+    network, owner, provider, service = await build(rt)
+    pricey, _ = await catalog.create_service(
+        rt, owner, name="Yachts", provider_id=provider.party_id, billed_by_id=None, currency=None,
+        charges=[Charge(metric="days", model=ChargeModel.PER_UNIT, unit_price=D("1000000"))],
+    )
+    now = datetime.now(UTC)
+    # 10^9 days at 10^6 EUR: 10^17 cents an event, each on its own line; 92 fit in the revenue's 64 bits.
+    batch = [usage.UsageItem(f"y-{i}", pricey.id, f"guest-{i}", "days", BILLION, now) for i in range(94)]
+    batch.append(usage.UsageItem("ride", service.id, "guest-0", "minutes", D(3), now))
+    recorded = await usage.record_usage(rt, provider, batch)
+    assert [outcome(r) for r in recorded.results] == [{"status": "ACCEPTED"}] * 92 + [overflowing(92), overflowing(93), {"status": "ACCEPTED"}]
+    assert len(await stored_keys(rt, pricey.id)) == 92 and await stored_keys(rt, service.id) == {"ride"}
+    async with rt.sessions() as session:
+        revenue = await session.scalar(select(ServiceRevenue.amount).where(ServiceRevenue.service_id == pricey.id))
+    assert revenue == 92 * 10**17 and type(revenue) is int
