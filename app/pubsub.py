@@ -147,6 +147,11 @@ class _Hub:
         self._preparations: dict[str, collections.Counter[Preparation]] = {}
         self._delivering: dict[str, asyncio.Future] = {}
         "channel -> its latest message still being prepared: the next one is offered after it."
+        self.unseen: collections.Counter[str] = collections.Counter()
+        """channel -> a count of the moments from which a subscriber starting now could miss a
+        message: each message that reaches this process, and each time the channel's last local
+        subscriber leaves (from then on its messages may not reach it at all). A subscriber that
+        finds the count as it was when something was read misses no change made after that read."""
 
     def add(self, subscriber: Subscriber) -> bool:
         """True when the subscriber is the channel's first."""
@@ -174,10 +179,12 @@ class _Hub:
                 del self._preparations[subscriber.channel]
         if not subscribers:
             del self.channels[subscriber.channel]
+            self.unseen[subscriber.channel] += 1
             return True
         return False
 
     def deliver(self, channel: str, data: dict[str, Any]) -> int:
+        self.unseen[channel] += 1
         subscribers = self.channels.get(channel)
         if not subscribers:
             return 0

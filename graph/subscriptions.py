@@ -23,6 +23,7 @@ import collections
 import contextlib
 import contextvars
 import logging
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -304,6 +305,26 @@ async def _event_totals(rt, event: Event, principal: Principal, party_id: int) -
                          lambda: _running_totals(rt, principal, party_id))
 
 
+_SNAPSHOTS: weakref.WeakKeyDictionary[object, dict[int, tuple[int, Event]]] = weakref.WeakKeyDictionary()
+"hub -> network -> its latest snapshot for first messages, with the hub's `unseen` count of the network then."
+
+
+def _snapshot(rt, network_id: int) -> Event:
+    """What a subscription's first message is computed from: an event standing for "now", shared by
+    the network's subscriptions that start while no message of the network arrives (a burst of
+    them, as when clients reconnect, reads the network's totals once instead of a statement each).
+    Its totals are read after it is made; a change committed after that arrives as a message,
+    either after a subscription started listening (which then gets it) or before (which then
+    takes a new snapshot), so no first message misses a change (`_Hub.unseen`)."""
+    hub = rt.pubsub.hub
+    unseen = hub.unseen[channel_for(network_id)]
+    of_hub = _SNAPSHOTS.setdefault(hub, {})
+    taken = of_hub.get(network_id)
+    if taken is None or taken[0] != unseen:
+        taken = of_hub[network_id] = (unseen, Event(channel_for(network_id), {}))
+    return taken[1]
+
+
 async def _running_totals(rt, principal: Principal, party_id: int) -> _Totals | None:
     """The party's draft statement of the current period in the network's currency, as the
     principal may see it (None when it may not)."""
@@ -369,13 +390,10 @@ async def _settlement_stream(context: SocketContext, party_id: int) -> AsyncGene
                 if batch is None and last is not None:
                     pass  # a quiet interval: only the key was checked
                 elif batch is None or events.USAGE in batch.kinds:
-                    event = None if batch is None else batch.event
                     principal = context.party_principal()
+                    event = _snapshot(rt, principal.network_id) if batch is None else batch.event
                     try:
-                        if event is None:  # the first message: this party's statement alone
-                            totals = await _running_totals(rt, principal, party_id)
-                        else:
-                            totals = await _event_totals(rt, event, principal, party_id)
+                        totals = await _event_totals(rt, event, principal, party_id)
                     except (GraphQLError, asyncio.CancelledError):
                         raise
                     except Exception as error:  # noqa: BLE001 - masked, like any unexpected error

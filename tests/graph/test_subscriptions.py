@@ -4,6 +4,7 @@ event loop, on the tests' database), the `websockets` package as the client, bot
 import asyncio
 import contextlib
 import json
+import os
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from app.main import GraphQLApp, create_app
+from app.pubsub import RedisPubSub
 from graph import subscriptions
 from tests.graph.conftest import mobility_network, new_network
 from tests.graph.test_api_keys import KEYS, REVOKE
@@ -23,6 +25,7 @@ from tests.servers import free_port
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 PROTOCOLS = [TRANSPORT_WS, LEGACY_WS]
+REDIS_URL = os.environ.get("SHAREFLOW_TEST_REDIS_URL")
 
 UPDATED = """subscription($party: ID) {
   settlementUpdated(partyId: $party) {
@@ -221,6 +224,43 @@ async def test_the_owner_watches_any_party_of_its_network_and_a_void_is_pushed_t
         await api.data("mutation($k: String!) { voidUsage(idempotencyKey: $k) { errors { code } } }", {"k": "one-r"}, mobility.citycar.key)
         receivable, payable, net = totals(await ws.next(mine))
         assert receivable == "8.70" and Decimal(receivable) - Decimal(payable) == Decimal(net)
+
+
+@pytest.fixture(params=["in-process", "redis"])
+async def pubsub(request, rt):
+    """The runtime's pub/sub, or for this test Redis (the process stops hearing a channel nobody
+    here listens to)."""
+    if request.param == "in-process":
+        yield rt.pubsub
+        return
+    if not REDIS_URL:
+        pytest.skip("set SHAREFLOW_TEST_REDIS_URL to test subscriptions through Redis")
+    saved, rt.pubsub = rt.pubsub, RedisPubSub(REDIS_URL)
+    try:
+        yield rt.pubsub
+    finally:
+        await rt.pubsub.close()
+        rt.pubsub = saved
+
+
+async def test_a_subscription_starts_from_the_totals_at_its_start_not_an_earlier_ones(api, pubsub, ws_url):
+    mobility = await mobility_network(api)
+    sid = mobility.service_id
+    async with GraphQLSocket.open(ws_url, TRANSPORT_WS, f"Bearer {mobility.net.owner.key}") as ws:
+        early = [await ws.subscribe(UPDATED, {"party": mobility.citycar.id}) for _ in range(3)]
+        for op in early:
+            assert totals(await ws.next(op)) == ("0.00", "0.00", "0.00")
+        await record(api, mobility.citycar.key, rental(sid, "one"))
+        for op in early:
+            assert totals(await ws.next(op)) == ("8.25", "0.50", "7.75")
+        late = await ws.subscribe(UPDATED, {"party": mobility.citycar.id})
+        assert totals(await ws.next(late)) == ("8.25", "0.50", "7.75")
+        for op in (*early, late):  # nobody listens while the next change is made
+            await ws.stop(op)
+        await asyncio.sleep(0.2)
+        await record(api, mobility.citycar.key, rental(sid, "two"))
+        again = await ws.subscribe(UPDATED, {"party": mobility.citycar.id})
+        assert totals(await ws.next(again)) == ("16.49", "1.00", "15.49")
 
 
 async def test_no_message_when_a_change_leaves_the_partys_totals_as_they_were(api, ws_url):
