@@ -1,5 +1,6 @@
 """The schema: root types, scalars, extensions. `strawberry export-schema graph.schema:schema`."""
 
+import datetime
 import decimal
 
 import strawberry
@@ -22,7 +23,7 @@ from graph.mutations.revoke_api_key import revoke_api_key
 from graph.mutations.record_usage import RecordUsagePayload, record_usage
 from graph.mutations.void_usage import VoidUsagePayload, void_usage
 from graph.queries import Query as PartiesQuery
-from graph.scalars import DecimalScalar
+from graph.scalars import DateTimeScalar, DecimalScalar
 from graph.types import Agreement, ApiKey, Network, Party, Service
 from graph.statements import Statement, StatementQuery
 from graph.subscriptions import Subscription
@@ -90,7 +91,7 @@ schema = strawberry.Schema(
     mutation=Mutation,
     subscription=Subscription,
     types=[Network, Party, Service, Agreement, ApiKey, UsageEvent, Statement],
-    config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar}),
+    config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar, datetime.datetime: DateTimeScalar}),
     execution_context_class=SharingExecutor,  # subscribers with the same operation and access share each message
     extensions=[
         AuthenticationGate,

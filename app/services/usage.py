@@ -98,8 +98,8 @@ def item_from_row(row, decode_service) -> UsageItem:
         except ValueError:
             occurred = datetime.min
     if occurred.tzinfo is not None and occurred.utcoffset() is not None:
-        # In UTC once: GraphQL's parser hands over dateutil's zone objects, whose offsets every
-        # later comparison and conversion would ask of Python code again.
+        # In UTC once: every later comparison and conversion is then a plain one (a time that
+        # GraphQL's DateTime left to dateutil carries a zone object written in Python).
         occurred = occurred.astimezone(UTC)
     key = get("idempotencyKey")
     ref = get("consumerRef")
