@@ -56,6 +56,8 @@ MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
 "Operations one socket may have running at once (strawberry refuses more)."
 REVALIDATE_SECONDS = 5.0
 "How often a quiet subscription checks its key again (each message checks it too)."
+KEY_CHECKS_AT_ONCE = 4
+"Keys of a network's sockets checked again side by side before a message (see `_BeforeWaking`)."
 
 _LOADERS: contextvars.ContextVar[tuple[SocketContext, Loaders] | None] = contextvars.ContextVar(
     "shareflow_socket_loaders", default=None
@@ -276,10 +278,18 @@ class _BeforeWaking:
             )
 
     async def _keys_checked(self, network_id: int) -> None:
+        """A few keys at a time: each check is a read of its own, and the database's connections
+        are shared with every request."""
         rt = self.rt
-        for authorization, key_hash in list(_WATCHERS_KEYS.get(network_id, ())):
-            if authorization is not None and rt.keys.get(key_hash) is None:
-                await identify(rt.sessions, authorization, rt.settings.operator_key, rt.keys)
+        unknown = [
+            authorization for authorization, key_hash in list(_WATCHERS_KEYS.get(network_id, ()))
+            if authorization is not None and rt.keys.get(key_hash) is None
+        ]
+        for start in range(0, len(unknown), KEY_CHECKS_AT_ONCE):
+            await asyncio.gather(*(
+                identify(rt.sessions, authorization, rt.settings.operator_key, rt.keys)
+                for authorization in unknown[start:start + KEY_CHECKS_AT_ONCE]
+            ))
 
 
 async def _event_totals(rt, event: Event, principal: Principal, party_id: int) -> _Totals | None:
