@@ -100,7 +100,10 @@ def item_from_row(row, decode_service) -> UsageItem:
     if occurred.tzinfo is not None and occurred.utcoffset() is not None:
         # In UTC once: every later comparison and conversion is then a plain one (a time that
         # GraphQL's DateTime left to dateutil carries a zone object written in Python).
-        occurred = occurred.astimezone(UTC)
+        try:
+            occurred = occurred.astimezone(UTC)
+        except OverflowError:  # before year 1 in UTC: as early as a time can be, refused as such
+            occurred = datetime.min.replace(tzinfo=UTC)
     key = get("idempotencyKey")
     ref = get("consumerRef")
     metric = get("metric")

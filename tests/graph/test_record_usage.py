@@ -102,6 +102,7 @@ FUTURE = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
         ({"occurredAt": "2026-11-20T10:00:00"}, "occurredAt", "INVALID"),
         ({"occurredAt": "2001-01-01T00:00:00Z"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
         ({"occurredAt": "1969-12-31T23:00:00Z"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
+        ({"occurredAt": "0001-01-01T00:00:00+01:00"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
         ({"idempotencyKey": ""}, "idempotencyKey", "INVALID"),
         ({"idempotencyKey": "k" * 300}, "idempotencyKey", "INVALID"),
         ({"consumerRef": ""}, "consumerRef", "INVALID"),
@@ -111,7 +112,7 @@ FUTURE = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
     ],
     ids=[
         "negative", "seven-decimals", "above-a-billion", "nan", "infinity", "uncharged-metric", "unknown-service",
-        "malformed-service-id", "future", "no-time-zone", "before-first-period", "before-1970", "empty-key", "300-char-key", "empty-consumer",
+        "malformed-service-id", "future", "no-time-zone", "before-first-period", "before-1970", "before-year-one-in-utc", "empty-key", "300-char-key", "empty-consumer",
         "blank-key", "control-character", "exponent-seven-decimals",
     ],
 )
