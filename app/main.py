@@ -139,7 +139,7 @@ def _prepared_query(query: str, operation_name: str | None):
         latency = OPERATIONS.labels(operation=operation_label(document, operation_name), type="query")
         prepared = (document, latency, {} if "@" not in query else None)  # no "@", no directive
     if len(_PREPARED_QUERIES) >= 1024:
-        _PREPARED_QUERIES.clear()
+        del _PREPARED_QUERIES[next(iter(_PREPARED_QUERIES))]  # the oldest: the others stay fast
     _PREPARED_QUERIES[key] = prepared
     return prepared
 

@@ -43,7 +43,7 @@ class AuthenticationGate(SchemaExtension):
         if document is not None and type(query) is str and query not in PREPARED:
             # Executing means parsing and validation passed: remember the document.
             if len(PREPARED) >= _PREPARED_MAX:
-                PREPARED.clear()
+                del PREPARED[next(iter(PREPARED))]  # the oldest: the others stay fast
             PREPARED[query] = document
         if context.principal is None and document is not None and not _introspection_only(document):
             self.execution_context.result = ExecutionResult(

@@ -97,3 +97,13 @@ async def test_known_queries_with_fragments_keep_their_own_selections(client, ne
         ]
         assert set(first["party"]) == {"id", "name"} and set(first) == {"party", "network"}
         assert set(second["party"]) == {"kind"} and set(second) == {"party"}
+
+
+async def test_a_full_set_of_known_queries_forgets_only_its_oldest(client, network, monkeypatch):
+    from graph import extensions
+
+    monkeypatch.setattr(extensions, "_PREPARED_MAX", len(extensions.PREPARED) + 2)
+    texts = [f"{{ me {{ party {{ {'id ' * (i + 1)}}} }} }}" for i in range(3)]
+    for text in texts:
+        await _post(client, network.owner.key, json.dumps({"query": text}).encode())
+    assert texts[1] in extensions.PREPARED and texts[2] in extensions.PREPARED
