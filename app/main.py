@@ -118,21 +118,21 @@ class QueryExecutor(Executor):
         return cached[1]
 
 
-_PREPARED_QUERIES: dict[tuple[str, str | None], tuple | None] = {}
+_PREPARED_QUERIES: dict[tuple[str, str | None], tuple] = {}
+"(text, operation name) -> (the document it was worked out for, what `_prepared_query` gives)."
 
 
 def _prepared_query(query: str, operation_name: str | None):
     """For a known valid query text and operation name: (document, its latency histogram, its
-    subfields memo), or None when the text is not known valid yet or the operation is not a query.
-    Once known, the answer never changes (validity depends on the text alone): worked out once."""
-    key = (query, operation_name)
-    try:
-        return _PREPARED_QUERIES[key]
-    except KeyError:
-        pass
+    subfields memo), or None when the text is not known valid (any more) or the operation is not
+    a query. Worked out once per document: validity depends on the text alone."""
     document = PREPARED.get(query)
     if document is None:
         return None
+    key = (query, operation_name)
+    cached = _PREPARED_QUERIES.get(key)
+    if cached is not None and cached[0] is document:
+        return cached[1]
     operation = get_operation_ast(document, operation_name)
     prepared = None
     if operation is not None and operation.operation is OperationType.QUERY:
@@ -140,7 +140,7 @@ def _prepared_query(query: str, operation_name: str | None):
         prepared = (document, latency, {} if "@" not in query else None)  # no "@", no directive
     if len(_PREPARED_QUERIES) >= 1024:
         del _PREPARED_QUERIES[next(iter(_PREPARED_QUERIES))]  # the oldest: the others stay fast
-    _PREPARED_QUERIES[key] = prepared
+    _PREPARED_QUERIES[key] = (document, prepared)
     return prepared
 
 
