@@ -246,25 +246,35 @@ def bodies(batch: list[dict]) -> list[bytes]:
             for i in range(0, len(batch), BATCH)]
 
 
-async def drive(url: str, key: str, payloads: list[bytes]) -> dict:
+def _graphql_counts(answer: httpx.Response) -> dict | None:
+    payload = (answer.json().get("data") or {}).get("recordUsage") if answer.status_code == 200 else None
+    return None if payload is None or payload["errors"] else payload
+
+
+def _ndjson_counts(answer: httpx.Response) -> dict | None:
+    """The closing line of the endpoint's answer holds the counts."""
+    return json.loads(answer.content.rstrip(b"\n").rsplit(b"\n", 1)[-1]) if answer.status_code == 200 else None
+
+
+async def drive(url: str, key: str, payloads: list[bytes], content_type: str = "application/json",
+                counts_of=_graphql_counts) -> dict:
     """POST every body, CONCURRENCY at a time, from 127.0.0.1; returns counts and seconds."""
     assert url.startswith("http://127.0.0.1:"), url
     counts = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
     pending = iter(payloads)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    headers = {"Content-Type": content_type, "Authorization": f"Bearer {key}"}
 
     async def worker(client: httpx.AsyncClient) -> None:
         for body in pending:
-            answer = await client.post(url, content=body, headers=headers)
-            payload = (answer.json().get("data") or {}).get("recordUsage") if answer.status_code == 200 else None
-            if payload is None or payload["errors"]:
+            answered = counts_of(await client.post(url, content=body, headers=headers))
+            if answered is None:
                 counts["failed"] += 1
                 continue
             for name in ("accepted", "duplicates", "rejected"):
-                counts[name] += payload[name]
+                counts[name] += answered[name]
 
     limits = httpx.Limits(max_connections=CONCURRENCY)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
         counts["seconds"] = time.perf_counter() - started
@@ -282,29 +292,8 @@ def ndjson_bodies(batch: list[dict]) -> list[bytes]:
 
 
 async def drive_ndjson(base: str, key: str, payloads: list[bytes]) -> dict:
-    """POST every NDJSON body to /usage.ndjson, CONCURRENCY at a time; counts from the closing line."""
-    assert base.startswith("http://127.0.0.1:"), base
-    counts = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
-    pending = iter(payloads)
-    headers = {"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {key}"}
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        for body in pending:
-            answer = await client.post(base + "/usage.ndjson", content=body, headers=headers)
-            if answer.status_code != 200:
-                counts["failed"] += 1
-                continue
-            summary = json.loads(answer.content.rstrip(b"\n").rsplit(b"\n", 1)[-1])
-            for name in ("accepted", "duplicates", "rejected"):
-                counts[name] += summary[name]
-
-    limits = httpx.Limits(max_connections=CONCURRENCY)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
-        counts["seconds"] = time.perf_counter() - started
-    counts["rate"] = counts["accepted"] / counts["seconds"]
-    return counts
+    """`drive` for /usage.ndjson."""
+    return await drive(base + "/usage.ndjson", key, payloads, "application/x-ndjson", _ndjson_counts)
 
 
 # --- the figure ----------------------------------------------------------------------------------
