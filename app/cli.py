@@ -116,7 +116,13 @@ async def _import_usage(path: str, api_key: str, progress: bool) -> dict:
             except DomainError:
                 return None
 
-        report = await import_usage(rt, principal, Path(path), decode_service, progress)
+        try:
+            report = await import_usage(rt, principal, Path(path), decode_service, progress)
+        except (OSError, UnicodeDecodeError) as error:
+            raise SystemExit(
+                f"cannot read {path}: {error}; the rows before it that were recorded stay recorded, "
+                "and a re-run of the mended file doubles none of them"
+            ) from None
     finally:
         await rt.close()
     return asdict(report)

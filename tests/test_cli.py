@@ -92,6 +92,14 @@ def test_import_usage_refuses_an_unknown_key(workdir):
     assert done.returncode != 0 and "unknown" in done.stderr
 
 
+def test_import_usage_of_a_file_it_cannot_read_says_so_without_a_traceback(workdir):
+    run(workdir, "migrate")
+    keys = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in run(workdir, "demo").stdout.splitlines()[1:]}
+    done = run(workdir, "import-usage", str(workdir["cwd"] / "missing.ndjson"), "--api-key", keys["CityCar"], "--no-progress")
+    assert done.returncode != 0
+    assert "cannot read" in done.stderr and "missing.ndjson" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("setting, compressed", [(None, False), ("true", True)])
 def test_serve_compresses_websocket_messages_only_when_told_to(workdir, setting, compressed):
     from websockets.sync.client import connect

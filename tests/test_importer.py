@@ -86,3 +86,20 @@ async def test_rows_that_are_not_usage_items_are_rejected_with_their_row_numbers
     assert [(p["row"], p["field"], p["code"], p["message"]) for p in table.problems] == [
         (2, None, "INVALID", "expected 6 columns, found 3"), (3, None, "INVALID", "expected 6 columns, found 7")]
     assert await stored(rt, decode_service(mobility.service_id)) == (4, 4)
+
+
+async def test_a_file_that_cannot_be_read_raises_its_error_and_leaves_no_reader_behind(rt, mobility, tmp_path):
+    import multiprocessing
+
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    good = {"idempotencyKey": "k1", "serviceId": mobility.service_id, "consumerRef": "c", "metric": "minutes", "quantity": "2", "occurredAt": now}
+    broken = tmp_path / "broken.ndjson"
+    broken.write_bytes(json.dumps(good).encode() + b"\n\xff\xfe not UTF-8\n")
+    principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
+
+    with pytest.raises(UnicodeDecodeError):
+        await import_usage(rt, principal, broken, decode_service, progress=False)
+    with pytest.raises(FileNotFoundError):
+        await import_usage(rt, principal, tmp_path / "missing.ndjson", decode_service, progress=False)
+    assert multiprocessing.active_children() == []
+    assert await stored(rt, decode_service(mobility.service_id)) == (0, 0)
