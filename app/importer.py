@@ -114,6 +114,26 @@ def _read(path: Path, decode_service, pipe) -> None:
 _as_item = partial(tuple.__new__, usage.UsageItem)
 
 
+def _count(report: ImportReport, batch: _Batch, offset: int, recorded: usage.Recorded | None) -> None:
+    """A committed batch's outcomes into the report, problems by the file's row numbers."""
+    outcomes: list[usage.ItemResult | None] = [None] * batch.size
+    for position, reason in batch.refused:
+        outcomes[position] = usage.ItemResult("REJECTED", problems=[usage.row_problem(offset + position, reason)])
+    if recorded is not None:
+        for position, result in zip(batch.positions, recorded.results):
+            outcomes[position] = result
+    for position, result in enumerate(outcomes):
+        if result.status == "ACCEPTED":
+            report.accepted += 1
+        elif result.status == "DUPLICATE":
+            report.duplicates += 1
+        else:
+            report.rejected += 1
+            for problem in result.problems:
+                field = problem.path[2] if len(problem.path) > 2 else None  # None: the row as a whole
+                report.problems.append({"row": offset + position + 1, "field": field, "code": problem.code, "message": problem.message})
+
+
 async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_service, progress: bool = True) -> ImportReport:
     """Record every row, up to BATCH rows per transaction; safe to re-run (the keys decide duplicates)."""
     report = ImportReport()
@@ -135,6 +155,10 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
     reader.start()
     outgoing.close()
     loop = asyncio.get_running_loop()
+    # One batch records while the next is received and the one before is counted: both are work
+    # of this thread that would otherwise wait for the other's SQL.
+    previous: tuple[_Batch, int, asyncio.Future | None] | None = None
+    recordings: list[asyncio.Future] = []
     try:
         offset = 0
         while True:
@@ -142,33 +166,30 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
                 batch = await loop.run_in_executor(None, incoming.recv)
             except EOFError:
                 raise RuntimeError(f"the reader of {path} stopped (exit code {reader.exitcode})") from None
-            if batch is None:
-                break
             if isinstance(batch, Exception):
                 raise batch
-            outcomes: list[usage.ItemResult | None] = [None] * batch.size
-            for position, reason in batch.refused:
-                outcomes[position] = usage.ItemResult("REJECTED", problems=[usage.row_problem(offset + position, reason)])
-            if batch.items:
-                recorded = await usage.record_usage(rt, principal, list(map(_as_item, batch.items)), max_batch=None)
-                for position, result in zip(batch.positions, recorded.results):
-                    outcomes[position] = result
-            for position, result in enumerate(outcomes):
-                if result.status == "ACCEPTED":
-                    report.accepted += 1
-                elif result.status == "DUPLICATE":
-                    report.duplicates += 1
-                else:
-                    report.rejected += 1
-                    for problem in result.problems:
-                        field = problem.path[2] if len(problem.path) > 2 else None  # None: the row as a whole
-                        report.problems.append({"row": offset + position + 1, "field": field, "code": problem.code, "message": problem.message})
-            offset += batch.size
-            if bar is not None:
-                bar.update(batch.size)
-            gc.collect(1)
+            current = None
+            if batch is not None:
+                recording = None
+                if batch.items:
+                    recording = asyncio.ensure_future(
+                        usage.record_usage(rt, principal, list(map(_as_item, batch.items)), max_batch=None)
+                    )
+                    recordings.append(recording)
+                current = (batch, offset, recording)
+                offset += batch.size
+            if previous is not None:
+                _count(report, *previous[:2], await previous[2] if previous[2] is not None else None)
+                if bar is not None:
+                    bar.update(previous[0].size)
+                gc.collect(1)
+            if current is None:
+                break
+            previous = current
     except BaseException:
         reader.kill()  # this import failed or was cancelled before the file's end
+        for recording in recordings:
+            recording.cancel()  # not yet written, it writes nothing; written, a re-run finds its duplicates
         raise
     finally:
         incoming.close()
