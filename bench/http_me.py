@@ -7,11 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 
-from bench.common import BENCH_DIR, OUT_DIR, VENV_BIN, Config, Row, Section, fmt_int, median, serve, wrk
+from bench.common import BENCH_DIR, OUT_DIR, VENV_BIN, Config, Row, Section, cpu_seconds, fmt_int, median, serve, wrk
 
 TITLE = "HTTP: authenticated `me` vs a plain Starlette endpoint"
 QUERY = "{ me { party { id } } }"
@@ -27,12 +26,6 @@ def _seed(workdir, env) -> str:
                        stdout=subprocess.DEVNULL, timeout=120)
     keys = json.loads((workdir / "shareflow-demo-keys.json").read_text())
     return keys["MobilityHub"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(cfg: Config) -> Section:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ from decimal import Decimal
 
 import httpx
 
-from bench.common import OUT_DIR, VENV_BIN, Config, Row, Section, fmt_int, median, serve
+from bench.common import OUT_DIR, VENV_BIN, Config, Row, Section, cpu_seconds, fmt_int, median, serve
 
 TITLE = "Usage: `recordUsage` over HTTP, the bulk import, and a loaded period"
 BATCH = 1000
@@ -257,8 +258,9 @@ def _ndjson_counts(answer: httpx.Response) -> dict | None:
 
 
 async def drive(url: str, key: str, payloads: list[bytes], content_type: str = "application/json",
-                counts_of=_graphql_counts) -> dict:
-    """POST every body, CONCURRENCY at a time, from 127.0.0.1; returns counts and seconds."""
+                counts_of=_graphql_counts, pid: int | None = None) -> dict:
+    """POST every body, CONCURRENCY at a time, from 127.0.0.1; returns counts and seconds, and the
+    server's CPU seconds meanwhile when its `pid` is given."""
     assert url.startswith("http://127.0.0.1:"), url
     counts = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
     pending = iter(payloads)
@@ -275,9 +277,11 @@ async def drive(url: str, key: str, payloads: list[bytes], content_type: str = "
 
     limits = httpx.Limits(max_connections=CONCURRENCY)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        cpu = cpu_seconds(pid) if pid else 0.0
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
         counts["seconds"] = time.perf_counter() - started
+        counts["cpu"] = cpu_seconds(pid) - cpu if pid else None
     counts["rate"] = counts["accepted"] / counts["seconds"]
     return counts
 
@@ -291,9 +295,19 @@ def ndjson_bodies(batch: list[dict]) -> list[bytes]:
             for i in range(0, len(batch), NDJSON_BATCH)]
 
 
-async def drive_ndjson(base: str, key: str, payloads: list[bytes]) -> dict:
+async def drive_ndjson(base: str, key: str, payloads: list[bytes], pid: int | None = None) -> dict:
     """`drive` for /usage.ndjson."""
-    return await drive(base + "/usage.ndjson", key, payloads, "application/x-ndjson", _ndjson_counts)
+    return await drive(base + "/usage.ndjson", key, payloads, "application/x-ndjson", _ndjson_counts, pid)
+
+
+def cpu_per_event(runs: list[dict]) -> float:
+    """The server's median CPU microseconds per accepted event over the runs: steadier than
+    events/s on a shared machine, and 10^6 over it is what one core could take at that cost."""
+    return median([c["cpu"] / c["accepted"] * 1e6 for c in runs if c["accepted"]])
+
+
+def cpu_note(micros: float) -> str:
+    return f"CPU {micros:.0f} µs/event (one core's ceiling {fmt_int(1e6 / micros)} events/s)"
 
 
 # --- the figure ----------------------------------------------------------------------------------
@@ -330,14 +344,14 @@ def run(cfg: Config) -> Section:
             for name, server in servers.items():
                 batch = events(setup, f"r{r}-{name}", per_round * BATCH, seed=100 + r)
                 all_events.setdefault(name, []).extend(batch)
-                results[name].append(asyncio.run(drive(server.url + "/graphql", setup.key, bodies(batch))))
+                results[name].append(asyncio.run(drive(server.url + "/graphql", setup.key, bodies(batch), pid=server.proc.pid)))
         # a re-sent batch: every item DUPLICATE, nothing written
         again = asyncio.run(drive(a.url + "/graphql", setup.key, bodies(all_events["empty"][:BATCH])))
         # the NDJSON endpoint on the same server: 3 rounds of the same number of events
         ndjson = []
         for r in range(rounds):
             lot = events(setup, f"nd{r}", per_round * BATCH, seed=300 + r)
-            ndjson.append(asyncio.run(drive_ndjson(a.url, setup.key, ndjson_bodies(lot))))
+            ndjson.append(asyncio.run(drive_ndjson(a.url, setup.key, ndjson_bodies(lot), pid=a.proc.pid)))
         ndjson_again = asyncio.run(drive_ndjson(a.url, setup.key, ndjson_bodies(lot[:NDJSON_BATCH])))
 
     http_events = all_events["empty"]
@@ -349,9 +363,12 @@ def run(cfg: Config) -> Section:
     bulk_file.write_text("".join(json.dumps(e) + "\n" for e in bulk))
     bulk_db = setup.copy("bulk.db")
     command = [str(VENV_BIN / "shareflow"), "import-usage", str(bulk_file), "--api-key", setup.key, "--no-progress"]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=setup.env_for(bulk_db), cwd=workdir, capture_output=True, text=True, timeout=900)
     bulk_seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and its reader, start-up included
+    bulk_cpu = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / bulk_n * 1e6
     if done.returncode != 0:
         raise RuntimeError(f"import-usage failed: {done.stderr[-2000:]}")
     report = json.loads(done.stdout)
@@ -360,6 +377,12 @@ def run(cfg: Config) -> Section:
     rerun = subprocess.run(command, env=setup.env_for(bulk_db), cwd=workdir, capture_output=True, text=True, timeout=900)
     rerun_seconds = time.perf_counter() - started
     rerun_report = json.loads(rerun.stdout)
+    empty_file = workdir / "empty.ndjson"  # the command's fixed cost: start-up, the key checked, no rows
+    empty_file.write_text("")
+    started = time.perf_counter()
+    subprocess.run([*command[:2], str(empty_file), *command[3:]], env=setup.env_for(bulk_db), cwd=workdir,
+                   capture_output=True, check=True, timeout=120)
+    startup_seconds = time.perf_counter() - started
     bulk_raw = raw_floor(setup, bulk, "floor-bulk.db")
 
     rate = {name: median([c["rate"] for c in runs]) for name, runs in results.items()}
@@ -377,18 +400,19 @@ def run(cfg: Config) -> Section:
     rows = [
         Row("`recordUsage` HTTP, empty period", size, f"{fmt_int(rate['empty'])} events/s", floors,
             f"{rate['empty'] / raw:.1%} of raw; ×{rate['empty'] / naive:.1f} naive",
-            f"goal ≥ {GOAL_HTTP:,}: {met(rate['empty'] >= GOAL_HTTP)}; runs {runs['empty']}"),
+            f"goal ≥ {GOAL_HTTP:,}: {met(rate['empty'] >= GOAL_HTTP)}; runs {runs['empty']}; server {cpu_note(cpu_per_event(results['empty']))}"),
         Row(f"`recordUsage` HTTP, {fmt_int(loaded_n)} events already in the period", size,
             f"{fmt_int(rate['loaded'])} events/s", f"{fmt_int(rate['empty'])} events/s empty period (same run)",
-            f"{loaded_ratio:.1%}", f"goal ≥ {GOAL_LOADED:.0%}: {met(loaded_ratio >= GOAL_LOADED)}; runs {runs['loaded']}"),
+            f"{loaded_ratio:.1%}", f"goal ≥ {GOAL_LOADED:.0%}: {met(loaded_ratio >= GOAL_LOADED)}; runs {runs['loaded']}; server {cpu_note(cpu_per_event(results['loaded']))}"),
         Row("`POST /usage.ndjson` HTTP", f"{rounds}×{fmt_int(per_round * BATCH)} events in bodies of {NDJSON_BATCH:,} lines, "
             f"{CONCURRENCY} connections", f"{fmt_int(ndjson_rate)} events/s", f"{fmt_int(raw)} rows/s raw executemany",
             f"{ndjson_rate / raw:.1%} of raw; ×{ndjson_rate / rate['empty']:.2f} recordUsage",
-            f"runs {', '.join(fmt_int(c['rate']) for c in ndjson)}; re-sent body of {NDJSON_BATCH:,}: "
+            f"runs {', '.join(fmt_int(c['rate']) for c in ndjson)}; server {cpu_note(cpu_per_event(ndjson))}; re-sent body of {NDJSON_BATCH:,}: "
             f"{ndjson_again['duplicates']:,} duplicates in {ndjson_again['seconds'] * 1000:.0f} ms"),
         Row("`shareflow import-usage` (NDJSON)", f"{fmt_int(bulk_n)} events", f"{fmt_int(bulk_rate)} events/s",
             f"raw executemany {fmt_int(bulk_raw)} rows/s (same rows)", f"{bulk_rate / bulk_raw:.1%} of raw",
-            f"goal ≥ {GOAL_BULK:,}: {met(bulk_rate >= GOAL_BULK)}; {bulk_seconds:.1f} s wall-clock including start-up; "
+            f"goal ≥ {GOAL_BULK:,}: {met(bulk_rate >= GOAL_BULK)}; {bulk_seconds:.1f} s wall-clock including start-up "
+            f"({startup_seconds:.2f} s on an empty file: {fmt_int(bulk_n / (bulk_seconds - startup_seconds))} events/s beyond it); CPU {bulk_cpu:.0f} µs/event (the command and its reader); "
             f"re-run {rerun_seconds:.1f} s ({fmt_int(rerun_report['duplicates'])} duplicates)"),
         Row("raw `sqlite3.executemany` (floor)", f"{fmt_int(len(http_events))} rows, one transaction",
             f"{fmt_int(raw)} rows/s", "—", "100%", "the HTTP run's event rows into usage_events"),
@@ -414,7 +438,9 @@ def run(cfg: Config) -> Section:
         f"{NDJSON_BATCH:,} lines ({CONCURRENCY} connections, {rounds} rounds of {fmt_int(per_round * BATCH)} events, median). Bulk: `shareflow import-usage FILE.ndjson` on a fresh copy, wall-clock of the whole command. "
         f"Floors: raw `sqlite3.executemany` of the same usage_events rows in one transaction (WAL, synchronous=NORMAL, "
         f"events only: no consumers, no running totals) and a naive SQLModel AsyncSession insert of one row per "
-        f"transaction."
+        f"transaction. CPU per event: the server process's user and system time (/proc) over the measured runs, "
+        f"divided by the events they accepted (median run); for the import, the command's and its reader's "
+        f"(RUSAGE_CHILDREN), start-up included."
     )
     shutil.rmtree(workdir, ignore_errors=True)
     return Section(TITLE, method, rows, notes)
