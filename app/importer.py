@@ -157,8 +157,8 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
     loop = asyncio.get_running_loop()
     # One batch records while the next is received and the one before is counted: both are work
     # of this thread that would otherwise wait for the other's SQL.
-    previous: tuple[_Batch, int, asyncio.Future | None] | None = None
-    recordings: list[asyncio.Future] = []
+    in_flight: list[tuple[_Batch, int, asyncio.Task | None]] = []
+    "At most two: the batch being counted, or about to be, and the one recording after it."
     try:
         offset = 0
         while True:
@@ -168,28 +168,25 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
                 raise RuntimeError(f"the reader of {path} stopped (exit code {reader.exitcode})") from None
             if isinstance(batch, Exception):
                 raise batch
-            current = None
             if batch is not None:
-                recording = None
-                if batch.items:
-                    recording = asyncio.ensure_future(
-                        usage.record_usage(rt, principal, list(map(_as_item, batch.items)), max_batch=None)
-                    )
-                    recordings.append(recording)
-                current = (batch, offset, recording)
+                items = list(map(_as_item, batch.items))
+                recording = asyncio.create_task(usage.record_usage(rt, principal, items, max_batch=None)) if items else None
+                in_flight.append((batch, offset, recording))
                 offset += batch.size
-            if previous is not None:
-                _count(report, *previous[:2], await previous[2] if previous[2] is not None else None)
+            if in_flight and (batch is None or len(in_flight) == 2):
+                done, done_offset, recording = in_flight[0]
+                _count(report, done, done_offset, await recording if recording is not None else None)
+                in_flight.pop(0)
                 if bar is not None:
-                    bar.update(previous[0].size)
+                    bar.update(done.size)
                 gc.collect(1)
-            if current is None:
+            if batch is None and not in_flight:
                 break
-            previous = current
     except BaseException:
         reader.kill()  # this import failed or was cancelled before the file's end
-        for recording in recordings:
-            recording.cancel()  # not yet written, it writes nothing; written, a re-run finds its duplicates
+        for _, _, recording in in_flight:
+            if recording is not None:
+                recording.cancel()  # not yet written, it writes nothing; written, a re-run finds its duplicates
         raise
     finally:
         incoming.close()
