@@ -7,6 +7,7 @@ import json
 import os
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -109,6 +110,7 @@ async def test_first_may_be_100_but_not_101(api, network, query):
 
 
 def _batch(service_id: str, count: int, key_length: int) -> list[dict]:
+    now = datetime.now(UTC).isoformat(timespec="microseconds")  # in the network's first period, whenever the test runs
     return [
         {
             "idempotencyKey": f"{i:08d}".ljust(key_length, "k"),
@@ -116,7 +118,7 @@ def _batch(service_id: str, count: int, key_length: int) -> list[dict]:
             "consumerRef": f"{i:08d}".ljust(key_length, "c"),
             "metric": "minutes",
             "quantity": "1234.567",
-            "occurredAt": "2026-11-05T12:34:56.123456+00:00",
+            "occurredAt": now,
         }
         for i in range(count)
     ]
