@@ -32,6 +32,7 @@ from app.settings import Settings, get_settings
 from app.statement_csv import statement_csv
 from app.usage_ndjson import usage_ndjson
 from graph.context import Context
+from graph.execution import PlainLeaves
 from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, operation_label
 from graph.schema import schema
 from graph import fanout, subscriptions
@@ -94,10 +95,10 @@ def _fast_path_possible() -> bool:
     return True
 
 
-class QueryExecutor(Executor):
+class QueryExecutor(PlainLeaves, Executor):
     """graphql-core's executor without the bookkeeping of incremental delivery, which a schema
     without @defer and @stream never uses, with strawberry's resolve info (what its own executor
-    adds). `subfields` is the memo of a known query without directives, whose subfields depend on
+    adds) and plain leaf fields read at once (graph.execution). `subfields` is the memo of a known query without directives, whose subfields depend on
     its nodes alone: they are collected once for all its requests (the memo keeps the nodes alive)."""
 
     operation_extensions = None

@@ -40,6 +40,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Bas
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from app.auth import Principal
+from graph.execution import PlainLeaves
 
 _ACCESS: dict[Principal, Principal] = {}
 
@@ -124,9 +125,9 @@ class _Operation:
         self.key = (id(document), operation_name, json.dumps(variables or {}, sort_keys=True, separators=(",", ":")))
 
 
-class SharingExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, with one execution per subscription message shared as above.
-    Queries and mutations run exactly as before."""
+class SharingExecutor(PlainLeaves, StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, with one execution per subscription message shared as above, and
+    plain leaf fields read at once (graph.execution). Queries and mutations run as before."""
 
     shared_operation: _Operation | None = None
 

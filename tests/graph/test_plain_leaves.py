@@ -1,0 +1,101 @@
+"""graph.execution.PlainLeaves: plain fields read at once answer exactly what graphql-core's whole
+way answers, errors and their paths included, and leave fields with resolvers or middleware alone."""
+
+from enum import Enum
+
+import pytest
+import strawberry
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from graph import execution
+from graph.execution import PlainLeaves
+
+
+@strawberry.enum
+class Colour(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@strawberry.type
+class Item:
+    n: int
+    name: str | None
+    colour: Colour
+    tags: list[str]
+    must: str
+
+    @strawberry.field
+    def twice(self) -> int:
+        return 2 * self.n
+
+
+ITEMS = [
+    Item(n=1, name="a", colour=Colour.RED, tags=[], must="x"),
+    Item(n=2, name=None, colour=Colour.BLUE, tags=["t"], must="y"),
+    Item(n=2**40, name="b", colour=Colour.RED, tags=[], must="z"),  # Int cannot represent it
+    Item(n=3, name="c", colour="green", tags=[], must="w"),  # not a Colour
+    Item(n=4, name="d", colour=Colour.BLUE, tags=[], must=None),  # null where it may not be
+]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def items(self) -> list[Item | None]:
+        return ITEMS
+
+
+class Plain(PlainLeaves, StrawberryGraphQLCoreExecutionContext):
+    pass
+
+
+QUERY = "{ items { n name colour tags must twice alias: n __typename } }"
+
+
+def answer(schema: strawberry.Schema) -> tuple:
+    result = schema.execute_sync(QUERY)
+    errors = sorted((tuple(error.path), error.message) for error in result.errors or ())
+    return result.data, errors
+
+
+def test_plain_fields_answer_what_the_whole_way_answers_errors_included():
+    fast = strawberry.Schema(query=Query, execution_context_class=Plain)
+    data, errors = answer(fast)
+    assert (data, errors) == answer(strawberry.Schema(query=Query))
+    assert data["items"][0] == {"n": 1, "name": "a", "colour": "RED", "tags": [], "must": "x", "twice": 2, "alias": 1,
+                                "__typename": "Item"}
+    assert data["items"][1]["name"] is None and data["items"][1]["tags"] == ["t"]
+    assert data["items"][2:] == [None, None, None]
+    assert [path for path, _ in errors] == [("items", 2, "n"), ("items", 3, "colour"), ("items", 4, "must")]
+    item_type = fast._schema.type_map["Item"]
+    assert execution._PLANS[(item_type, "n")] is not None  # read at once
+    assert execution._PLANS[(item_type, "twice")] is None  # a resolver: the whole way
+
+
+def test_a_resolve_hook_sees_every_field_as_before():
+    def watched(executor) -> list[tuple]:
+        seen = []
+
+        class Watch(SchemaExtension):
+            def resolve(self, _next, root, info, *args, **kwargs):
+                seen.append(tuple(info.path.as_list()))
+                return _next(root, info, *args, **kwargs)
+
+        answer(strawberry.Schema(query=Query, execution_context_class=executor, extensions=[Watch]))
+        return seen
+
+    seen = watched(Plain)
+    assert seen == watched(StrawberryGraphQLCoreExecutionContext)
+    assert ("items", 0, "n") in seen and ("items", 4, "must") in seen
+
+
+@pytest.mark.parametrize("value", [[], ["t"]])
+def test_a_plain_list_is_answered_whole_empty_or_not(value):
+    schema = strawberry.Schema(query=Query, execution_context_class=Plain)
+    ITEMS[0].tags = value
+    try:
+        assert schema.execute_sync("{ items { tags } }").data["items"][0] == {"tags": value}
+    finally:
+        ITEMS[0].tags = []
