@@ -24,7 +24,8 @@ def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         database = make_url(url).database
-        checkpoints = Checkpoints(os.path.abspath(database)) if database and database != ":memory:" else None
+        plain_file = database and database != ":memory:" and not database.startswith("file:")
+        checkpoints = Checkpoints(os.path.abspath(database)) if plain_file else None
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -40,7 +41,8 @@ def create_engine(url: str) -> AsyncEngine:
             # consumer. SQLite's default page cache (about 2 MB) would read them again for every
             # batch: 64 MB of cache. And no checkpoint in a commit: with such a period the commit
             # that crossed SQLite's threshold copied thousands of pages back into the database
-            # while every writer waited (a tenth of the throughput); Checkpoints does it beside them.
+            # while every writer waited (a tenth of the throughput); Checkpoints does it beside them
+            # (SQLite's own, every 1,000 pages, where there is no plain file to watch).
             cursor.execute("PRAGMA cache_size=-65536")
             cursor.execute(f"PRAGMA wal_autocheckpoint={0 if checkpoints is not None else 1000}")
             cursor.close()
