@@ -98,8 +98,9 @@ def _fast_path_possible() -> bool:
 class QueryExecutor(PlainLeaves, Executor):
     """graphql-core's executor without the bookkeeping of incremental delivery, which a schema
     without @defer and @stream never uses, with strawberry's resolve info (what its own executor
-    adds) and plain leaf fields read at once (graph.execution). `subfields` is the memo of a known query without directives, whose subfields depend on
-    its nodes alone: they are collected once for all its requests (the memo keeps the nodes alive)."""
+    adds) and plain leaf fields read at once (graph.execution). `subfields` is the memo of a known
+    query without directives, whose subfields depend on its nodes alone: they are collected once
+    for all its requests (the memo keeps the nodes alive)."""
 
     operation_extensions = None
     build_resolve_info = StrawberryGraphQLCoreExecutionContext.build_resolve_info
