@@ -167,6 +167,10 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
             except EOFError:
                 raise RuntimeError(f"the reader of {path} stopped (exit code {reader.exitcode})") from None
             if isinstance(batch, Exception):
+                # The rows read before the error are whole batches: they are recorded all the same.
+                for done, done_offset, recording in in_flight:
+                    _count(report, done, done_offset, await recording if recording is not None else None)
+                in_flight.clear()
                 raise batch
             if batch is not None:
                 items = list(map(_as_item, batch.items))

@@ -103,3 +103,23 @@ async def test_a_file_that_cannot_be_read_raises_its_error_and_leaves_no_reader_
         await import_usage(rt, principal, tmp_path / "missing.ndjson", decode_service, progress=False)
     assert multiprocessing.active_children() == []
     assert await stored(rt, decode_service(mobility.service_id)) == (0, 0)
+
+
+async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops_the_import(rt, mobility, tmp_path):
+    """The first transaction holds FIRST_BATCH rows and commits while the rest is read: a file
+    broken further on keeps them (a re-run of the mended file reports them as duplicates)."""
+    from app.importer import FIRST_BATCH
+
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    rows = [
+        {"idempotencyKey": f"f{i}", "serviceId": mobility.service_id, "consumerRef": f"c{i % 7}", "metric": "minutes",
+         "quantity": "1", "occurredAt": now}
+        for i in range(FIRST_BATCH + 1000)
+    ]
+    path = tmp_path / "broken-later.ndjson"
+    path.write_bytes("".join(json.dumps(row) + "\n" for row in rows).encode() + b"\xff\xfe not UTF-8\n")
+    principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
+
+    with pytest.raises(UnicodeDecodeError):
+        await import_usage(rt, principal, path, decode_service, progress=False)
+    assert await stored(rt, decode_service(mobility.service_id)) == (FIRST_BATCH, FIRST_BATCH)
