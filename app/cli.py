@@ -102,22 +102,14 @@ async def _close_period(period: str, api_key: str) -> dict:
 async def _import_usage(path: str, api_key: str, progress: bool) -> dict:
     from dataclasses import asdict
 
-    from app.errors import DomainError
     from app.importer import import_usage
-    from graph.ids import decode_id
+    from graph.ids import service_row_id
 
     rt = _runtime()
     try:
         principal = await _principal(rt, api_key)
-
-        def decode_service(value: str) -> int | None:
-            try:
-                return decode_id(value, "Service")
-            except DomainError:
-                return None
-
         try:
-            report = await import_usage(rt, principal, Path(path), decode_service, progress)
+            report = await import_usage(rt, principal, Path(path), service_row_id, progress)
         except (OSError, UnicodeDecodeError) as error:
             raise SystemExit(
                 f"cannot read {path}: {error}; the rows before it that were recorded stay recorded, "

@@ -55,22 +55,6 @@ def _rows(path: Path) -> Iterator[dict | str]:
                     yield f"expected {len(header)} columns, found {len(values)}"
 
 
-def cached(decode_service):
-    """decode_service, remembered per distinct id (a file names few services, many times)."""
-    known: dict[str, int | None] = {}
-
-    def decode(value: str) -> int | None:
-        try:
-            return known[value]
-        except KeyError:
-            result = decode_service(value)
-            if len(known) < 10_000:
-                known[value] = result
-            return result
-
-    return decode
-
-
 @dataclass(slots=True)
 class _Batch:
     """Consecutive rows of the file (see FIRST_BATCH): the items, by their position among the rows,
@@ -89,7 +73,6 @@ def _read(path: Path, decode_service, pipe) -> None:
     gc.disable()  # as in the parent: the rows in flight are freed by reference counting
     try:
         rows = _rows(path)
-        decode = cached(decode_service)
         size = FIRST_BATCH
         while batch := list(islice(rows, size)):
             size = min(2 * size, BATCH)
@@ -98,7 +81,7 @@ def _read(path: Path, decode_service, pipe) -> None:
                 if type(row) is str:
                     refused.append((position, row))
                 else:
-                    items.append(tuple(usage.item_from_row(row, decode)))
+                    items.append(tuple(usage.item_from_row(row, decode_service)))
                     positions.append(position)
             pipe.send(_Batch(len(batch), positions, items, refused))
         pipe.send(None)

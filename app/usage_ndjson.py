@@ -25,7 +25,7 @@ from app.limits import LimitExceeded, bucket_of, limit_body
 from app.observability import USAGE_EVENTS
 from app.runtime import Runtime
 from app.services import usage
-from graph.ids import decode_id, to_global_id
+from graph.ids import service_row_id, to_global_id
 
 MEDIA_TYPE = "application/x-ndjson"
 BATCH = usage.MAX_BATCH
@@ -33,23 +33,6 @@ BATCH = usage.MAX_BATCH
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
-
-
-def _service_decoder():
-    known: dict[str, int | None] = {}
-
-    def decode(value: str) -> int | None:
-        if value in known:
-            return known[value]
-        try:
-            result = decode_id(value, "Service")
-        except DomainError:
-            result = None
-        if len(known) < 1024:
-            known[value] = result
-        return result
-
-    return decode
 
 
 def _problems(problems: list[Problem], index: int) -> list[dict]:
@@ -103,7 +86,6 @@ async def usage_ndjson(request: Request):
 
     async def answer():
         counts = {"ACCEPTED": 0, "DUPLICATE": 0, "REJECTED": 0}
-        decode = _service_decoder()
         for start in range(0, len(lines), BATCH):
             before = dict(counts)
             out: list[str | None] = [None] * min(BATCH, len(lines) - start)
@@ -120,7 +102,7 @@ async def usage_ndjson(request: Request):
                     out[offset] = _line(index, "REJECTED", None, _problems([usage.row_problem(index)], index))
                     counts["REJECTED"] += 1
                     continue
-                items.append(usage.item_from_row(row, decode))
+                items.append(usage.item_from_row(row, service_row_id))
                 positions.append(offset)
             if items:
                 try:

@@ -8,10 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from app.auth import identify
-from app.errors import DomainError
 from app.importer import import_usage
 from app.services.usage import MAX_BATCH
-from graph.ids import decode_id
+from graph.ids import service_row_id as decode_service
 from models import ServiceUsage, UsageEvent
 from tests.graph.conftest import mobility_network
 
@@ -21,13 +20,6 @@ ROWS = MAX_BATCH + 3
 @pytest.fixture
 async def mobility(api):
     return await mobility_network(api)
-
-
-def decode_service(value: str) -> int | None:
-    try:
-        return decode_id(value, "Service")
-    except DomainError:
-        return None
 
 
 async def stored(rt, service_id: int) -> tuple[int, int]:
