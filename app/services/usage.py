@@ -777,10 +777,10 @@ async def _service_totals(connection: AsyncConnection, network_id: int, periods:
     revenue_totals: dict[tuple[str, int], int] = {}
     ids = sorted(service_ids)
     for period in sorted(periods):
-        for service_id, metric, events, quantity in await connection.exec_driver_sql(
+        for service_id, metric, count, quantity in await connection.exec_driver_sql(
             statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)
         ):
-            usage_totals[(period, service_id, metric)] = (events, quantity)
+            usage_totals[(period, service_id, metric)] = (count, quantity)
         for service_id, amount in await connection.exec_driver_sql(
             statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)
         ):
