@@ -39,9 +39,9 @@ def decode_optional(value: str | None, type_name: str, *path: str) -> int | None
 
 @functools.lru_cache(maxsize=1024)
 def service_row_id(value: str) -> int | None:
-    """The row id of a Service global id, None when it is not one: usage items name their service
-    so, few services many thousand times (recordUsage, /usage.ndjson, import-usage), and an item
-    whose id does not decode is refused NOT_FOUND like an unknown service."""
+    """The row id of a Service global id, None when it is not one (the item is then refused
+    NOT_FOUND, like an unknown service). Remembered per id: the usage items of recordUsage,
+    /usage.ndjson and import-usage name few services, many thousand times."""
     try:
         return decode_id(value, "Service")
     except DomainError:

@@ -1,4 +1,3 @@
-
 import strawberry
 from datetime import datetime
 from decimal import Decimal
