@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from app.auth import identify
 from app.importer import import_usage
 from app.services.usage import MAX_BATCH
-from graph.ids import service_row_id as decode_service
+from graph.ids import service_row_id
 from models import ServiceUsage, UsageEvent
 from tests.graph.conftest import mobility_network
 
@@ -42,14 +42,14 @@ async def test_a_file_beyond_one_batch_is_recorded_once_however_often_it_runs(rt
     path = tmp_path / "usage.ndjson"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
-    service_id = decode_service(mobility.service_id)
+    service_id = service_row_id(mobility.service_id)
 
-    first = await import_usage(rt, principal, path, decode_service, progress=False)
+    first = await import_usage(rt, principal, path, service_row_id, progress=False)
     assert (first.accepted, first.duplicates, first.rejected) == (ROWS - 2, 1, 1)
     assert first.problems == [{"row": ROWS - 1, "field": "quantity", "code": "TOO_MANY_DECIMALS", "message": "at most 6 decimals"}]
     assert await stored(rt, service_id) == (ROWS - 2, ROWS - 2)
 
-    again = await import_usage(rt, principal, path, decode_service, progress=False)
+    again = await import_usage(rt, principal, path, service_row_id, progress=False)
     assert (again.accepted, again.duplicates, again.rejected) == (0, ROWS - 1, 1)
     assert await stored(rt, service_id) == (ROWS - 2, ROWS - 2)
 
@@ -70,14 +70,14 @@ async def test_rows_that_are_not_usage_items_are_rejected_with_their_row_numbers
     ]) + "\n")
     principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
 
-    lines = await import_usage(rt, principal, ndjson, decode_service, progress=False)
+    lines = await import_usage(rt, principal, ndjson, service_row_id, progress=False)
     assert (lines.accepted, lines.rejected) == (2, 2)
     assert [(p["row"], p["field"], p["code"]) for p in lines.problems] == [(2, None, "INVALID"), (3, None, "INVALID")]
-    table = await import_usage(rt, principal, csv_file, decode_service, progress=False)
+    table = await import_usage(rt, principal, csv_file, service_row_id, progress=False)
     assert (table.accepted, table.rejected) == (2, 2)
     assert [(p["row"], p["field"], p["code"], p["message"]) for p in table.problems] == [
         (2, None, "INVALID", "expected 6 columns, found 3"), (3, None, "INVALID", "expected 6 columns, found 7")]
-    assert await stored(rt, decode_service(mobility.service_id)) == (4, 4)
+    assert await stored(rt, service_row_id(mobility.service_id)) == (4, 4)
 
 
 async def test_a_file_that_cannot_be_read_raises_its_error_and_leaves_no_reader_behind(rt, mobility, tmp_path):
@@ -90,11 +90,11 @@ async def test_a_file_that_cannot_be_read_raises_its_error_and_leaves_no_reader_
     principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
 
     with pytest.raises(UnicodeDecodeError):
-        await import_usage(rt, principal, broken, decode_service, progress=False)
+        await import_usage(rt, principal, broken, service_row_id, progress=False)
     with pytest.raises(FileNotFoundError):
-        await import_usage(rt, principal, tmp_path / "missing.ndjson", decode_service, progress=False)
+        await import_usage(rt, principal, tmp_path / "missing.ndjson", service_row_id, progress=False)
     assert multiprocessing.active_children() == []
-    assert await stored(rt, decode_service(mobility.service_id)) == (0, 0)
+    assert await stored(rt, service_row_id(mobility.service_id)) == (0, 0)
 
 
 async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops_the_import(rt, mobility, tmp_path):
@@ -113,5 +113,5 @@ async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops
     principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
 
     with pytest.raises(UnicodeDecodeError):
-        await import_usage(rt, principal, path, decode_service, progress=False)
-    assert await stored(rt, decode_service(mobility.service_id)) == (FIRST_BATCH, FIRST_BATCH)
+        await import_usage(rt, principal, path, service_row_id, progress=False)
+    assert await stored(rt, service_row_id(mobility.service_id)) == (FIRST_BATCH, FIRST_BATCH)

@@ -90,7 +90,6 @@ def ten_minutes_ahead() -> str:
     return (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
 
 
-
 @pytest.mark.parametrize(
     ("overrides", "field", "code"),
     [
