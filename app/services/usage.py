@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent, from_micros, to_micros
-from app.billing.periods import period_bounds, period_of
+from app.billing.periods import PeriodError, period_bounds, period_of
 from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_line
 from app.db import write_turn
 from app.errors import DomainError, Problem, not_found
@@ -122,9 +122,14 @@ def item_from_row(row, decode_service) -> UsageItem:
 class ItemResult:
     status: str
     "ACCEPTED, DUPLICATE or REJECTED."
-    event: "UsageEvent | StoredEvent | None" = None
-    "The stored event (StoredEvent: its columns, no ORM state)."
+    stored: "NewEvent | StoredEvent | None" = None
+    "The event: as this batch inserted it (NewEvent) or as it was read (StoredEvent)."
     problems: Sequence[Problem] = ()
+
+    @property
+    def event(self) -> "StoredEvent | None":
+        stored = self.stored
+        return stored.event() if type(stored) is NewEvent else stored
 
 
 @dataclass(frozen=True)
@@ -142,35 +147,97 @@ def may_record(principal: Principal, service: Service) -> bool:
     )
 
 
+class Prepared(NamedTuple):
+    """A usage item once the checks that need only the item and its network's time zone are done
+    (Preparer.prepare), with the values its event row is written with. The bulk import prepares
+    items in its reader process, beside the writer; recordUsage prepares them in the batch."""
+
+    idempotency_key: str
+    service_id: int | None
+    consumer_ref: str
+    metric: str
+    quantity: int
+    "In millionths; 0 when the quantity is invalid."
+    occurred_at: object
+    "As the column binds it (bind_time): compared as bound, with bounds bound alike. None without a time zone."
+    period: str | None
+    "The period occurred_at falls in (\"\" before year 1); None without a time zone."
+    problems: tuple[Problem, ...]
+    "The item's own problems; the batch adds those of its service and its time (_problems)."
+
+
+class Preparer:
+    """Prepares the items of one network (its time zone) for one database (how times bind)."""
+
+    def __init__(self, time_zone: str, dialect_name: str) -> None:
+        self.zone = time_zone
+        self.bind_time = bind_time(dialect_name)
+        self._period: tuple[datetime, datetime, str] | None = None
+
+    def period_of(self, occurred: datetime) -> str:
+        """periods.period_of, answered from the bounds of the last period found while the items
+        fall in it (most do): a comparison instead of a time-zone conversion."""
+        known = self._period
+        if known is not None and known[0] <= occurred < known[1]:
+            return known[2]
+        try:
+            key = period_of(occurred, self.zone)
+        except OverflowError:  # beyond year 1 or 9999 in the zone: refused as before the first period or in the future
+            return ""
+        try:
+            start, end = period_bounds(key, self.zone)
+        except (PeriodError, OverflowError):  # before 1970 or in 9999-12: no bounds; refused all the same
+            return key
+        if period_of(start, self.zone) == key == period_of(end - timedelta(microseconds=1), self.zone):
+            self._period = (start, end, key)
+        return key
+
+    def prepare(self, item: UsageItem, index: int) -> Prepared:
+        problems: list[Problem] = []
+        if not _printable(item.idempotency_key):
+            problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+        if not _printable(item.consumer_ref):
+            problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+        micros = 0
+        try:
+            micros = quantity_micros(item.quantity)
+        except DomainError as error:
+            problems.extend(Problem(("events", str(index), "quantity"), p.code, p.message) for p in error.problems)
+        occurred = item.occurred_at
+        if occurred.tzinfo is None or occurred.utcoffset() is None:
+            problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "must carry a time zone"))
+            bound = period = None
+        else:
+            bound = self.bind_time(occurred)
+            period = self.period_of(occurred)
+        return Prepared(item.idempotency_key, item.service_id, item.consumer_ref, item.metric, micros, bound, period, tuple(problems))
+
+
+async def preparer_for(rt: Runtime, principal: Principal) -> Preparer:
+    """A Preparer for the principal's network (whose time zone is set once, when it is created)."""
+    async with rt.sessions() as session:
+        network = await session.get(Network, principal.network_id)
+    if network is None:
+        raise not_found("network")
+    return Preparer(network.time_zone, rt.engine.dialect.name)
+
+
+_FIELD_ORDER = {name: position for position, name in enumerate(FIELDS)}
+
+
 class _Context:
     """What a batch needs to know about its services, read once per batch."""
 
-    def __init__(self, network: Network, services: dict[int, Service], now: datetime, tolerance: timedelta = timedelta(0)) -> None:
+    def __init__(self, network: Network, services: dict[int, Service]) -> None:
         self.network = network
         self.first_period = network.first_period
         self.services = services
-        self.latest = now + tolerance
-        "The latest acceptable occurredAt."
+        self.latest: object = None
+        "The latest acceptable occurredAt, bound as Prepared.occurred_at is (set by a batch that records)."
         self.allowed: dict[int, bool] = {}
         "Per service of the batch: whether the batch's principal may record its usage."
         self.plans: dict[tuple[int, str], dict[str, Charge]] = {}
         self.closed: set[str] = set()
-        self._period: tuple[datetime, datetime, str] | None = None
-
-    def period_of(self, occurred: datetime) -> str:
-        """periods.period_of, answered from the bounds of the last period found while the events
-        of a batch fall in it (most do): a comparison instead of a time-zone conversion."""
-        known = self._period
-        if known is not None and known[0] <= occurred < known[1]:
-            return known[2]
-        zone = self.network.time_zone
-        key = period_of(occurred, zone)
-        if key < self.first_period:
-            return key  # rejected BEFORE_FIRST_PERIOD; before 1970 it has no bounds
-        start, end = period_bounds(key, zone)
-        if period_of(start, zone) == key == period_of(end - timedelta(microseconds=1), zone):
-            self._period = (start, end, key)
-        return key
 
     async def load(self, session: AsyncSession, pairs: set[tuple[int, str]]) -> None:
         for service_id, period in pairs - self.plans.keys():
@@ -179,6 +246,31 @@ class _Context:
 
     def charge(self, service_id: int, period: str, metric: str) -> Charge | None:
         return self.plans.get((service_id, period), {}).get(metric)
+
+    def usable(self, item: Prepared) -> bool:
+        """No problem of its own, a service the principal may record, a time in an open range."""
+        return (
+            not item.problems
+            and self.allowed.get(item.service_id) is True
+            and item.occurred_at <= self.latest
+            and item.period >= self.first_period
+        )
+
+    def problems(self, item: Prepared, index: int) -> list[Problem]:
+        """Every problem of an item that is not usable, in the order of FIELDS."""
+        problems = list(item.problems)
+        allowed = self.allowed.get(item.service_id)
+        if allowed is None:
+            problems.append(Problem(("events", str(index), "serviceId"), "NOT_FOUND", "service not found"))
+        elif not allowed:
+            problems.append(Problem(("events", str(index), "serviceId"), "FORBIDDEN", "only the service's provider or the owner may record its usage"))
+        if item.occurred_at is not None:
+            if item.occurred_at > self.latest:
+                problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "lies too far in the future"))
+            elif item.period < self.first_period:
+                problems.append(Problem(("events", str(index), "occurredAt"), "BEFORE_FIRST_PERIOD", f"lies before the first period {self.first_period}"))
+        problems.sort(key=lambda problem: _FIELD_ORDER[problem.path[2]])
+        return problems
 
 
 def _printable(value: str) -> bool:
@@ -190,52 +282,23 @@ def _printable(value: str) -> bool:
     )
 
 
-def _check_item(ctx: _Context, item: UsageItem, index: int) -> tuple[list[Problem], str | None, int]:
-    """Every problem of one item, its period when its time is usable, and its quantity in
-    millionths when that is valid."""
-    problems: list[Problem] = []
-    if not _printable(item.idempotency_key):
-        problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
-    allowed = ctx.allowed.get(item.service_id)
-    if allowed is None:
-        problems.append(Problem(("events", str(index), "serviceId"), "NOT_FOUND", "service not found"))
-    elif not allowed:
-        problems.append(Problem(("events", str(index), "serviceId"), "FORBIDDEN", "only the service's provider or the owner may record its usage"))
-    if not _printable(item.consumer_ref):
-        problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
-    micros = 0
-    try:
-        micros = quantity_micros(item.quantity)
-    except DomainError as error:
-        problems.extend(Problem(("events", str(index), "quantity"), p.code, p.message) for p in error.problems)
-    period = None
-    occurred = item.occurred_at
-    if occurred.tzinfo is None or occurred.utcoffset() is None:
-        problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "must carry a time zone"))
-    elif occurred > ctx.latest:
-        problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "lies too far in the future"))
-    else:
-        period = ctx.period_of(occurred)
-        if period < ctx.first_period:
-            problems.append(
-                Problem(("events", str(index), "occurredAt"), "BEFORE_FIRST_PERIOD", f"lies before the first period {ctx.first_period}")
-            )
-    return problems, period, micros
-
-
-def _same_payload(event: "StoredEvent", item: UsageItem, micros: int, consumer_ref: str | None) -> bool:
+def _same_payload(event: "StoredEvent", item: Prepared, consumer_ref: str, bind) -> bool:
     return (
         event.service_id == item.service_id
         and consumer_ref == item.consumer_ref
         and event.metric == item.metric
-        and event.quantity == micros
-        and event.occurred_at == item.occurred_at
+        and event.quantity == item.quantity
+        and bind(event.occurred_at) == item.occurred_at
     )
 
 
-async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem], *, max_batch: int | None = MAX_BATCH) -> Recorded:
+async def record_usage(rt: Runtime, principal: Principal, items: list[UsageItem] | list[Prepared], *,
+                       max_batch: int | None = MAX_BATCH) -> Recorded:
     """Record a batch; each item is accepted, a duplicate of an earlier event, or rejected with
     its problems. Accepted items are committed before this returns.
+
+    The items are all UsageItems, or all Prepared by a Preparer for the principal's network and
+    this database (the bulk import's reader), each with its index in the batch.
 
     `max_batch` is the API's limit; the bulk import lifts it (None) to pay a transaction's fixed
     costs, the commit's sync above all, once per many thousand events."""
@@ -342,7 +405,7 @@ class _Overflow(DomainError):
         "Positions in the changes handed to _apply."
 
 
-async def _record(rt: Runtime, session: AsyncSession, principal: Principal, items: list[UsageItem]) -> tuple[Recorded, list["StoredEvent"]]:
+async def _record(rt: Runtime, session: AsyncSession, principal: Principal, items: list) -> tuple[Recorded, list["NewEvent"]]:
     """One batch in the session's write transaction, in a savepoint: its outcome and the events it
     stored. The totals are summed per batch, so an event that would overflow one is found only
     once the batch's events are written; the batch is then rolled back to its savepoint and
@@ -358,7 +421,7 @@ async def _record(rt: Runtime, session: AsyncSession, principal: Principal, item
                     ("events", str(index), "quantity"), "QUANTITY_OVERFLOW", "a running total would leave the 64-bit range")])
 
 
-async def _record_once(rt, session, principal, items, overflowing: dict[int, ItemResult]) -> tuple[Recorded, list["StoredEvent"]]:
+async def _record_once(rt, session, principal, items, overflowing: dict[int, ItemResult]) -> tuple[Recorded, list["NewEvent"]]:
     """_record's one attempt; the items of `overflowing` are rejected as given."""
     results: list[ItemResult | None] = [None] * len(items)
     network = await session.get(Network, principal.network_id)
@@ -369,33 +432,36 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
             select(Service).where(Service.network_id == network.id, Service.id.in_(service_ids))
         )
     }
-    ctx = _Context(network, services, rt.now(), timedelta(seconds=rt.settings.future_tolerance_seconds))
+    ctx = _Context(network, services)
     ctx.allowed = {service_id: may_record(principal, service) for service_id, service in services.items()}
     ctx.closed = await periods.closed_keys(session, network.id)
+    connection = await session.connection()
+    bind = _statements(connection).bind_time
+    ctx.latest = bind(rt.now() + timedelta(seconds=rt.settings.future_tolerance_seconds))
+    if items and type(items[0]) is UsageItem:
+        preparer = Preparer(network.time_zone, connection.dialect.name)
+        items = [preparer.prepare(item, index) for index, item in enumerate(items)]
 
-    checked: list[tuple[int, UsageItem, str, int]] = []
+    checked: list[tuple[int, Prepared]] = []
     for index, item in enumerate(items):
         if index in overflowing:
             results[index] = overflowing[index]
-            continue
-        problems, period, micros = _check_item(ctx, item, index)
-        if not problems:
-            checked.append((index, item, period, micros))
+        elif ctx.usable(item):
+            checked.append((index, item))
         else:
-            results[index] = ItemResult("REJECTED", problems=problems)
-    await ctx.load(session, {(item.service_id, period) for _, item, period, _ in checked})
-    valid: list[tuple[int, UsageItem, str, int]] = []
+            results[index] = ItemResult("REJECTED", problems=ctx.problems(item, index))
+    await ctx.load(session, {(item.service_id, item.period) for _, item in checked})
+    valid: list[tuple[int, Prepared]] = []
     for entry in checked:
-        index, item, period, _ = entry
-        if ctx.charge(item.service_id, period, item.metric) is None:
+        index, item = entry
+        if ctx.charge(item.service_id, item.period, item.metric) is None:
             results[index] = ItemResult(
                 "REJECTED",
-                problems=[Problem(("events", str(index), "metric"), "UNKNOWN_METRIC", f"the service does not charge {item.metric!r} in {period}")],
+                problems=[Problem(("events", str(index), "metric"), "UNKNOWN_METRIC", f"the service does not charge {item.metric!r} in {item.period}")],
             )
         else:
             valid.append(entry)
 
-    connection = await session.connection()
     fresh = await _claim_keys(connection, network.id, valid, services, results)
     try:
         await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
@@ -458,13 +524,38 @@ _NEW_EVENT = ("network_id", "service_id", "consumer_id", "idempotency_key", "met
 "The columns a new event is inserted with."
 
 
-def bind_time(dialect) -> Callable[[datetime], object]:
-    """An aware time as a UTCDateTime column binds it (SQLite: UTC text to the microsecond;
-    PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of processing per event.
-    Tests hold it to the column type's own processor."""
-    if dialect.name == "sqlite":
+class NewEvent(NamedTuple):
+    """An event as a batch inserted it: its id and the row it was written with, times as bound.
+    A batch of the import accepts thousands and hands back none, so the StoredEvent an answer
+    shows is made only when asked for (ItemResult.event)."""
+
+    id: int
+    network_id: int
+    service_id: int
+    consumer_id: int
+    idempotency_key: str
+    metric: str
+    quantity: int
+    occurred_at: object
+    period: str
+    recorded_at: object
+
+    def event(self) -> StoredEvent:
+        return StoredEvent(*self[:7], _time_of(self.occurred_at), self.period, _time_of(self.recorded_at))
+
+
+def bind_time(dialect_name: str) -> Callable[[datetime], object]:
+    """An aware time as a UTCDateTime column binds it (SQLite: UTC text to the microsecond, which
+    sorts as the times do; PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of
+    processing per event. Tests hold it to the column type's own processor."""
+    if dialect_name == "sqlite":
         return lambda at: at.astimezone(UTC).isoformat(" ", "microseconds")[:26]  # the text before "+00:00"
     return lambda at: at.astimezone(UTC)
+
+
+def _time_of(bound) -> datetime:
+    """A time bound by bind_time, as the aware UTC datetime it binds."""
+    return bound if isinstance(bound, datetime) else datetime.fromisoformat(bound).replace(tzinfo=UTC)
 
 
 class _Statements:
@@ -480,7 +571,7 @@ class _Statements:
         self.new_consumer = insert(_PARTIES).on_conflict_do_nothing(
             index_elements=["network_id", "billing_party_id", "external_ref"]
         )
-        self.bind_time = bind_time(dialect)
+        self.bind_time = bind_time(dialect.name)
         # Look-ups by a list of values (the `IN (*)` is expanded per length, see in_list).
         self.consumers_by_ref = (
             f"SELECT id, external_ref FROM {_PARTIES.name} WHERE network_id = ? AND kind = 'CONSUMER' "
@@ -616,52 +707,56 @@ async def _keys_taken(connection: AsyncConnection, network_id: int, keys: list[s
     return taken
 
 
-async def _claim_keys(connection: AsyncConnection, network_id, valid, services, results) -> list[StoredEvent]:
+async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[int, Prepared]], services, results) -> list[NewEvent]:
     """Insert the events whose keys are new; the unique key decides, also between concurrent
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
     nothing, not even its consumer."""
     first_of_key: dict[str, int] = {}
-    for index, item, _, _ in valid:
+    for index, item in valid:
         first_of_key.setdefault(item.idempotency_key, index)
     stored = await _events_by_key(connection, network_id, await _keys_taken(connection, network_id, list(first_of_key)))
-    new = [entry for entry in valid if entry[1].idempotency_key not in stored and first_of_key[entry[1].idempotency_key] == entry[0]]
+    if stored or len(first_of_key) < len(valid):
+        new = [(index, item) for index, item in valid if item.idempotency_key not in stored and first_of_key[item.idempotency_key] == index]
+    else:  # the usual batch: every key new and sent once
+        new = valid
     merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
-    consumers = await _consumers(connection, network_id, {(merchant[i.service_id], i.consumer_ref) for _, i, _, _ in new})
-    recorded_at = utcnow()
+    consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new})
     statements = _statements(connection)
-    bind_time = statements.bind_time
-    recorded = bind_time(recorded_at)
-    pending: dict[str, tuple[StoredEvent, str]] = {}
-    rows = []
-    for _, item, period, micros in new:
-        consumer_id = consumers[(merchant[item.service_id], item.consumer_ref)]
-        occurred_at = item.occurred_at
-        event = StoredEvent(
-            0, network_id, item.service_id, consumer_id, item.idempotency_key, item.metric, micros,
-            occurred_at.astimezone(UTC), period, recorded_at,
+    recorded = statements.bind_time(utcnow())
+    rows = {
+        item.idempotency_key: (
+            network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
+            item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded,
         )
-        pending[item.idempotency_key] = (event, item.consumer_ref)
-        rows.append((network_id, item.service_id, consumer_id, item.idempotency_key, item.metric, micros,
-                     bind_time(occurred_at), period, recorded))
-    inserted: set[str] = set()
-    for chunk in _chunks(rows):
+        for _, item in new
+    }
+    inserted: dict[str, NewEvent] = {}
+    for chunk in _chunks(list(rows.values())):
         for event_id, key in await connection.exec_driver_sql(statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))):
-            entry = pending[key]
-            entry[0].id = event_id
-            stored[key] = entry
-            inserted.add(key)
+            inserted[key] = NewEvent(event_id, *rows[key])
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
-    late = sorted(first_of_key.keys() - stored.keys())
+    late = sorted(first_of_key.keys() - stored.keys() - inserted.keys())
     if late:
         stored.update(await _events_by_key(connection, network_id, late))
+    first_items = dict(valid) if len(first_of_key) < len(valid) else {}
+    "Items by index, for the keys sent twice in the batch."
+    bind = statements.bind_time
     fresh = []
-    for index, item, _, micros in valid:
-        event, ref = stored[item.idempotency_key]
-        if item.idempotency_key in inserted and first_of_key[item.idempotency_key] == index:
-            results[index] = ItemResult("ACCEPTED", event=event)
-            fresh.append(event)
-        elif _same_payload(event, item, micros, ref):
-            results[index] = ItemResult("DUPLICATE", event=event)
+    for index, item in valid:
+        key = item.idempotency_key
+        first = first_of_key[key]
+        event = inserted.get(key)
+        if event is not None:
+            if first == index:
+                results[index] = ItemResult("ACCEPTED", event)
+                fresh.append(event)
+                continue
+            same = first_items[first] == item  # the same payload as the batch's first item of the key
+        else:
+            event, ref = stored[key]
+            same = _same_payload(event, item, ref, bind)
+        if same:
+            results[index] = ItemResult("DUPLICATE", event)
         else:
             results[index] = ItemResult(
                 "REJECTED",
@@ -834,7 +929,7 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
             raise DomainError.of("ALREADY_VOIDED", "the event was voided already", "idempotencyKey")
         network = await session.get(Network, event.network_id)
         event.voided_at = utcnow()
-        ctx = _Context(network, {service.id: service}, rt.now())
+        ctx = _Context(network, {service.id: service})
         ctx.closed = await periods.closed_keys(session, network.id)
         await _apply(session, ctx, [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)])
         await _correct_closed(session, ctx, [event])

@@ -102,6 +102,7 @@ def ten_minutes_ahead() -> str:
         ({"serviceId": "U2VydmljZTo5OTk5OTk="}, "serviceId", "NOT_FOUND"),
         ({"serviceId": "garbage"}, "serviceId", "NOT_FOUND"),
         ({"occurredAt": ten_minutes_ahead}, "occurredAt", "INVALID"),
+        ({"occurredAt": "9999-12-31T23:59:59Z"}, "occurredAt", "INVALID"),
         ({"occurredAt": "2026-11-20T10:00:00"}, "occurredAt", "INVALID"),
         ({"occurredAt": "2001-01-01T00:00:00Z"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
         ({"occurredAt": "1969-12-31T23:00:00Z"}, "occurredAt", "BEFORE_FIRST_PERIOD"),
@@ -115,7 +116,7 @@ def ten_minutes_ahead() -> str:
     ],
     ids=[
         "negative", "seven-decimals", "above-a-billion", "nan", "infinity", "uncharged-metric", "unknown-service",
-        "malformed-service-id", "future", "no-time-zone", "before-first-period", "before-1970", "before-year-one-in-utc", "empty-key", "300-char-key", "empty-consumer",
+        "malformed-service-id", "future", "last-period-of-9999", "no-time-zone", "before-first-period", "before-1970", "before-year-one-in-utc", "empty-key", "300-char-key", "empty-consumer",
         "blank-key", "control-character", "exponent-seven-decimals",
     ],
 )
@@ -128,6 +129,20 @@ async def test_a_bad_item_is_rejected_with_its_path_while_the_rest_of_the_batch_
     keys = [e["node"]["idempotencyKey"] for e in (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"]]
     assert keys == ["good"]
     assert await revenue(api, mobility) == "8.70"
+
+
+async def test_an_item_with_several_problems_reports_each_in_the_order_of_its_fields(api, mobility):
+    payload = await record(api, mobility.citycar.key, [
+        event("garbage", "", consumerRef="", quantity="-1", occurredAt=ten_minutes_ahead()),
+        event(mobility.service_id, " ", occurredAt="2026-11-20T10:00:00"),
+    ])
+    assert [r["status"] for r in payload["results"]] == ["REJECTED", "REJECTED"]
+    assert [(e["field"][2], e["code"]) for e in payload["results"][0]["errors"]] == [
+        ("idempotencyKey", "INVALID"), ("serviceId", "NOT_FOUND"), ("consumerRef", "INVALID"),
+        ("quantity", "INVALID"), ("occurredAt", "INVALID"),
+    ]
+    assert [(e["field"][2], e["code"]) for e in payload["results"][1]["errors"]] == [("idempotencyKey", "INVALID"), ("occurredAt", "INVALID")]
+    assert (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"] == []
 
 
 async def test_trailing_zeros_and_non_ascii_references_are_accepted(api, mobility):

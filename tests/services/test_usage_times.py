@@ -22,4 +22,4 @@ TIMES = [
 @pytest.mark.parametrize("at", TIMES, ids=["whole-second", "microseconds", "next-month-in-utc", "negative-offset"])
 def test_an_event_time_is_bound_as_its_column_type_binds_it(dialect, at):
     column = UsageEvent.__table__.c.occurred_at.type.dialect_impl(dialect)
-    assert bind_time(dialect)(at) == column.bind_processor(dialect)(at)
+    assert bind_time(dialect.name)(at) == column.bind_processor(dialect)(at)
