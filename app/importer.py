@@ -95,7 +95,7 @@ def _read(path: Path, decode_service, preparer: usage.Preparer, pipe) -> None:
         pipe.close()
 
 
-_as_item = partial(tuple.__new__, usage.Prepared)
+_as_prepared = partial(tuple.__new__, usage.Prepared)
 
 
 def _count(report: ImportReport, batch: _Batch, offset: int, recorded: usage.Recorded | None) -> None:
@@ -158,7 +158,7 @@ async def import_usage(rt: Runtime, principal: Principal, path: Path, decode_ser
                 in_flight.clear()
                 raise batch
             if batch is not None:
-                items = list(map(_as_item, batch.items))
+                items = list(map(_as_prepared, batch.items))
                 recording = asyncio.create_task(usage.record_usage(rt, principal, items, max_batch=None)) if items else None
                 in_flight.append((batch, offset, recording))
                 offset += batch.size

@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import chain
 from typing import NamedTuple
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import Principal
@@ -544,6 +543,10 @@ class NewEvent(NamedTuple):
         return StoredEvent(*self[:7], _time_of(self.occurred_at), self.period, _time_of(self.recorded_at))
 
 
+_new_event = partial(tuple.__new__, NewEvent)
+"NewEvent from a tuple of its fields, without NamedTuple's own constructor (a Python function)."
+
+
 def bind_time(dialect_name: str) -> Callable[[datetime], object]:
     """An aware time as a UTCDateTime column binds it (SQLite: UTC text to the microsecond, which
     sorts as the times do; PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of
@@ -566,7 +569,11 @@ class _Statements:
     plain ints and strings, and times bound by bind_time."""
 
     def __init__(self, dialect) -> None:
-        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        # The dialect's module when it is first used: the import command on SQLite never loads PostgreSQL's.
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
         self.paramstyle = dialect.paramstyle
         self.new_consumer = insert(_PARTIES).on_conflict_do_nothing(
             index_elements=["network_id", "billing_party_id", "external_ref"]
@@ -733,7 +740,7 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     inserted: dict[str, NewEvent] = {}
     for chunk in _chunks(list(rows.values())):
         for event_id, key in await connection.exec_driver_sql(statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))):
-            inserted[key] = NewEvent(event_id, *rows[key])
+            inserted[key] = _new_event((event_id, *rows[key]))
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
     late = sorted(first_of_key.keys() - stored.keys() - inserted.keys())
     if late:
@@ -789,14 +796,14 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     A change is (period, service_id, consumer_id, metric, quantity in millionths, sign). Adding an
     event to a line's totals is linear (pricing.add_event: counts and quantities move by the
     event's own contribution, whatever the line holds), so the batch's contributions are summed
-    per line first and each touched line is read, repriced and written once.
+    per line first and each touched line is read, repriced and written once. The plans of the
+    changes' services and periods are in `ctx` already (ctx.load).
     """
     if not changes:
         return
     network = ctx.network
     connection = await session.connection()
     statements = _statements(connection)
-    await ctx.load(session, {(service_id, period) for period, service_id, *_ in changes})
     deltas: dict[tuple, list[int]] = {}
     service_usage: dict[tuple[str, int, str], list[int]] = {}
     for period, service_id, consumer_id, metric, quantity, sign in changes:
@@ -931,6 +938,7 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
         event.voided_at = utcnow()
         ctx = _Context(network, {service.id: service})
         ctx.closed = await periods.closed_keys(session, network.id)
+        await ctx.load(session, {(service.id, event.period)})
         await _apply(session, ctx, [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)])
         await _correct_closed(session, ctx, [event])
         await session.commit()
