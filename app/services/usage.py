@@ -622,6 +622,13 @@ class _Statements:
             f"ON CONFLICT (network_id, period, service_id) DO UPDATE SET amount = {_REVENUE.name}.amount + excluded.amount"
         )
 
+    async def fetch(self, driver, sql: str, parameters: tuple) -> list:
+        """A statement's rows as plain tuples, straight from the driver's connection (aiosqlite,
+        asyncpg): `sql` in the driver's style (native)."""
+        if self.paramstyle == "qmark":
+            return await driver.execute_fetchall(sql, parameters)
+        return await driver.fetch(sql, *parameters)
+
     def native(self, sql: str) -> str:
         """Driver SQL written with `?` in the driver's own style (asyncpg numbers them: $1, $2)."""
         if self.paramstyle == "qmark":
@@ -730,17 +737,38 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new})
     statements = _statements(connection)
     recorded = statements.bind_time(utcnow())
-    rows = {
-        item.idempotency_key: (
-            network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
-            item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded,
-        )
-        for _, item in new
-    }
+    driver = (await connection.get_raw_connection()).driver_connection
     inserted: dict[str, NewEvent] = {}
-    for chunk in _chunks(list(rows.values())):
-        for event_id, key in await connection.exec_driver_sql(statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))):
+    # Pipelined: while one chunk's INSERT runs in the database (SQLite's thread, PostgreSQL's
+    # server), this thread builds the next chunk's rows and takes in the ids of the one before.
+    # One statement at a time all the same, in this transaction, on the driver's connection.
+
+    def take(returned: list, rows: dict) -> None:
+        for event_id, key in returned:
             inserted[key] = _new_event((event_id, *rows[key]))
+
+    running: tuple[asyncio.Future, dict] | None = None
+    try:
+        for chunk in _chunks(new):
+            rows = {
+                item.idempotency_key: (
+                    network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
+                    item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded,
+                )
+                for _, item in chunk
+            }
+            done = None if running is None else (await running[0], running[1])
+            insert = statements.fetch(driver, statements.new_events(len(rows)), tuple(chain.from_iterable(rows.values())))
+            running = (asyncio.ensure_future(insert), rows)
+            await asyncio.sleep(0)  # the INSERT is handed to the driver before this thread goes on
+            if done is not None:
+                take(*done)
+        if running is not None:
+            take(await running[0], running[1])
+            running = None
+    finally:
+        if running is not None:
+            running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
     late = sorted(first_of_key.keys() - stored.keys() - inserted.keys())
     if late:
