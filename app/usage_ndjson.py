@@ -111,9 +111,7 @@ async def usage_ndjson(request: Request):
                     recorded = [usage.ItemResult("REJECTED", problems=error.problems)] * len(items)
                 for offset, result in zip(positions, recorded):
                     index = start + offset
-                    event = result.event
-                    out[offset] = _line(index, result.status, event.id if event is not None else None,
-                                        _problems(result.problems, index))
+                    out[offset] = _line(index, result.status, result.event_id, _problems(result.problems, index))
                     counts[result.status] += 1
             for status, count in counts.items():
                 if count > before[status]:

@@ -130,6 +130,10 @@ class ItemResult:
         stored = self.stored
         return stored.event() if type(stored) is NewEvent else stored
 
+    @property
+    def event_id(self) -> int | None:
+        return None if self.stored is None else self.stored.id
+
 
 @dataclass(frozen=True)
 class Recorded:

@@ -29,12 +29,19 @@ class UsageInput:
     occurred_at: datetime
 
 
+def _event(root: "UsageResult") -> UsageEvent | None:
+    """UsageResult.event, made when asked for: a batch's answer often selects only statuses."""
+    event = root.result.event if root.result is not None else None
+    return UsageEvent(row=event) if event is not None else None
+
+
 @strawberry.type
 class UsageResult:
     index: int
     status: UsageStatus
-    event: UsageEvent | None = None
+    event: UsageEvent | None = strawberry.field(resolver=_event)
     errors: list[UserError] = strawberry.field(default_factory=list)
+    result: strawberry.Private[usage.ItemResult | None] = None
 
 
 @strawberry.type
@@ -83,7 +90,7 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
             UsageResult(
                 index=index,
                 status=UsageStatus(result.status),
-                event=UsageEvent(row=result.event) if result.event else None,
+                result=result,
                 errors=user_errors(DomainError(*result.problems)) if result.problems else [],
             )
             for index, result in enumerate(recorded.results)
