@@ -166,7 +166,7 @@ class Prepared(NamedTuple):
     period: str | None
     "The period occurred_at falls in (\"\" before year 1); None without a time zone."
     problems: tuple[Problem, ...]
-    "The item's own problems; the batch adds those of its service and its time (_problems)."
+    "The item's own problems; the batch adds those of its service and its time (_Context.problems)."
 
 
 class Preparer:
@@ -196,6 +196,7 @@ class Preparer:
         return key
 
     def prepare(self, item: UsageItem, index: int) -> Prepared:
+        """`index`: the item's position in its batch, which its problems' paths name."""
         problems: list[Problem] = []
         if not _printable(item.idempotency_key):
             problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
@@ -568,7 +569,8 @@ def _time_of(bound) -> datetime:
 class _Statements:
     """The batch's statements, built once per dialect.
 
-    The rows a batch writes per event and per line go through the driver (exec_driver_sql):
+    The rows a batch writes per event and per line go through the driver (exec_driver_sql, and
+    _fetch for those it reads back):
     SQLAlchemy's processing of every bound value cost about a quarter of a batch. The values are
     plain ints and strings, and times bound by bind_time."""
 
@@ -626,13 +628,6 @@ class _Statements:
             f"ON CONFLICT (network_id, period, service_id) DO UPDATE SET amount = {_REVENUE.name}.amount + excluded.amount"
         )
 
-    async def fetch(self, driver, sql: str, parameters: tuple) -> list:
-        """A statement's rows as plain tuples, straight from the driver's connection (aiosqlite,
-        asyncpg): `sql` in the driver's style (native)."""
-        if self.paramstyle == "qmark":
-            return await driver.execute_fetchall(sql, parameters)
-        return await driver.fetch(sql, *parameters)
-
     def native(self, sql: str) -> str:
         """Driver SQL written with `?` in the driver's own style (asyncpg numbers them: $1, $2)."""
         if self.paramstyle == "qmark":
@@ -660,6 +655,18 @@ class _Statements:
 
 
 _STATEMENTS: dict[str, _Statements] = {}
+_NO_QUANTITY = from_micros(0)
+"A line's mid_quantity where its charge has no clamp (the value from_micros(0) gives)."
+
+
+async def _fetch(connection: AsyncConnection, sql: str, parameters: tuple) -> list:
+    """A statement's rows as the driver gives them (aiosqlite's tuples, asyncpg's records), in
+    the connection's transaction: SQLAlchemy's Row cost about a microsecond per row read, and
+    the hot path reads one per line and per event. `sql` in the driver's style (native)."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    if connection.dialect.paramstyle == "qmark":
+        return await driver.execute_fetchall(sql, parameters)
+    return await driver.fetch(sql, *parameters)
 
 
 def _statements(connection: AsyncConnection) -> _Statements:
@@ -680,9 +687,7 @@ async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tup
         statements = _statements(connection)
         for merchant, names in sorted(by_merchant.items()):
             for chunk in _chunks(sorted(names)):
-                rows = await connection.exec_driver_sql(
-                    statements.in_list(statements.consumers_by_ref, len(chunk)), (network_id, merchant, *chunk)
-                )
+                rows = await _fetch(connection, statements.in_list(statements.consumers_by_ref, len(chunk)), (network_id, merchant, *chunk))
                 found.update({(merchant, ref): party_id for party_id, ref in rows})
         return found
 
@@ -720,7 +725,7 @@ async def _keys_taken(connection: AsyncConnection, network_id: int, keys: list[s
     statements = _statements(connection)
     taken = []
     for chunk in _chunks(keys):
-        rows = await connection.exec_driver_sql(statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk))
+        rows = await _fetch(connection, statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk))
         taken.extend(key for (key,) in rows)
     return taken
 
@@ -741,16 +746,15 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new})
     statements = _statements(connection)
     recorded = statements.bind_time(utcnow())
-    driver = (await connection.get_raw_connection()).driver_connection
     inserted: dict[str, NewEvent] = {}
-    # Pipelined: while one chunk's INSERT runs in the database (SQLite's thread, PostgreSQL's
-    # server), this thread builds the next chunk's rows and takes in the ids of the one before.
-    # One statement at a time all the same, in this transaction, on the driver's connection.
 
     def take(returned: list, rows: dict) -> None:
         for event_id, key in returned:
             inserted[key] = _new_event((event_id, *rows[key]))
 
+    # Pipelined: while one chunk's INSERT runs in the database (SQLite's thread, PostgreSQL's
+    # server), this thread builds the next chunk's rows and takes in the ids of the one before.
+    # One statement at a time all the same, in this transaction, on the driver's connection.
     running: tuple[asyncio.Future, dict] | None = None
     try:
         for chunk in _chunks(new):
@@ -762,7 +766,7 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
                 for _, item in chunk
             }
             done = None if running is None else (await running[0], running[1])
-            insert = statements.fetch(driver, statements.new_events(len(rows)), tuple(chain.from_iterable(rows.values())))
+            insert = _fetch(connection, statements.new_events(len(rows)), tuple(chain.from_iterable(rows.values())))
             running = (asyncio.ensure_future(insert), rows)
             await asyncio.sleep(0)  # the INSERT is handed to the driver before this thread goes on
             if done is not None:
@@ -814,9 +818,7 @@ async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[t
     statements = _statements(connection)
     for (period, service_id, metric), consumer_ids in sorted(groups.items()):
         for chunk in _chunks(sorted(consumer_ids)):
-            rows = await connection.exec_driver_sql(
-                statements.in_list(statements.lock_lines, len(chunk)), (network_id, period, service_id, metric, *chunk)
-            )
+            rows = await _fetch(connection, statements.in_list(statements.lock_lines, len(chunk)), (network_id, period, service_id, metric, *chunk))
             for consumer_id, *totals in rows:
                 found[(period, service_id, consumer_id, metric)] = totals
     return found
@@ -875,8 +877,10 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     for key in keys:
         period, service_id, consumer_id, metric = key
         old, delta = lines[key], deltas[key]
-        events, quantity, min_events, max_events, mid_events, mid_quantity = (old[i] + delta[i] for i in range(6))
-        new = LineUsage(events, from_micros(quantity), min_events, max_events, mid_events, from_micros(mid_quantity))
+        events, quantity, min_events = old[0] + delta[0], old[1] + delta[1], old[2] + delta[2]
+        max_events, mid_events, mid_quantity = old[3] + delta[3], old[4] + delta[4], old[5] + delta[5]
+        new = LineUsage(events, from_micros(quantity), min_events, max_events, mid_events,
+                        from_micros(mid_quantity) if mid_quantity else _NO_QUANTITY)
         amount = price_line(ctx.charge(service_id, period, metric), new, exponents[service_id], mode) if events else 0
         overflow = overflow or quantity > MAX_TOTAL or amount > MAX_TOTAL
         revenue[(period, service_id)] += amount - old[6]
@@ -911,12 +915,12 @@ async def _service_totals(connection: AsyncConnection, network_id: int, periods:
     revenue_totals: dict[tuple[str, int], int] = {}
     ids = sorted(service_ids)
     for period in sorted(periods):
-        for service_id, metric, count, quantity in await connection.exec_driver_sql(
-            statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)
+        for service_id, metric, count, quantity in await _fetch(
+            connection, statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)
         ):
             usage_totals[(period, service_id, metric)] = (count, quantity)
-        for service_id, amount in await connection.exec_driver_sql(
-            statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)
+        for service_id, amount in await _fetch(
+            connection, statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)
         ):
             revenue_totals[(period, service_id)] = amount
     return usage_totals, revenue_totals
