@@ -9,7 +9,7 @@ import asyncio
 import json
 import re
 import weakref
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -528,21 +528,12 @@ _NEW_EVENT = ("network_id", "service_id", "consumer_id", "idempotency_key", "met
 "The columns a new event is inserted with."
 
 
-class NewEvent(NamedTuple):
-    """An event as a batch inserted it: its id and the row it was written with, times as bound.
-    A batch of the import accepts thousands and hands back none, so the StoredEvent an answer
-    shows is made only when asked for (ItemResult.event)."""
+class NewEvent(namedtuple("NewEventRow", ("id", *_NEW_EVENT))):
+    """An event as a batch inserted it: its id and the row it was written with (_NEW_EVENT),
+    times as bound. A batch of the import accepts thousands and hands back none, so the
+    StoredEvent an answer shows is made only when asked for (ItemResult.event)."""
 
-    id: int
-    network_id: int
-    service_id: int
-    consumer_id: int
-    idempotency_key: str
-    metric: str
-    quantity: int
-    occurred_at: object
-    period: str
-    recorded_at: object
+    __slots__ = ()
 
     def event(self) -> StoredEvent:
         return StoredEvent(*self[:7], _time_of(self.occurred_at), self.period, _time_of(self.recorded_at))
