@@ -646,8 +646,6 @@ class _Statements:
 
 
 _STATEMENTS: dict[str, _Statements] = {}
-_NO_QUANTITY = from_micros(0)
-"A line's mid_quantity where its charge has no clamp (the value from_micros(0) gives)."
 
 
 async def _fetch(connection: AsyncConnection, sql: str, parameters: tuple) -> list:
@@ -813,6 +811,10 @@ async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[t
             for consumer_id, *totals in rows:
                 found[(period, service_id, consumer_id, metric)] = totals
     return found
+
+
+_NO_QUANTITY = from_micros(0)
+"A line's mid_quantity where its charge has no clamp (the value from_micros(0) gives)."
 
 
 async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, int, int, str, int, int]]) -> None:
