@@ -164,7 +164,7 @@ class Prepared(NamedTuple):
     occurred_at: object
     "As the column binds it (bind_time): compared as bound, with bounds bound alike. None without a time zone."
     period: str | None
-    "The period occurred_at falls in (\"\" before year 1); None without a time zone."
+    "The period occurred_at falls in (\"\", before every period, where the zone's year leaves 1..9999); None without a time zone."
     problems: tuple[Problem, ...]
     "The item's own problems; the batch adds those of its service and its time (_Context.problems)."
 
@@ -561,9 +561,8 @@ class _Statements:
     """The batch's statements, built once per dialect.
 
     The rows a batch writes per event and per line go through the driver (exec_driver_sql, and
-    _fetch for those it reads back):
-    SQLAlchemy's processing of every bound value cost about a quarter of a batch. The values are
-    plain ints and strings, and times bound by bind_time."""
+    _fetch for those it reads back): SQLAlchemy's processing of every bound value cost about a
+    quarter of a batch. The values are plain ints and strings, and times bound by bind_time."""
 
     def __init__(self, dialect) -> None:
         # The dialect's module when it is first used: the import command on SQLite never loads PostgreSQL's.
