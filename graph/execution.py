@@ -1,11 +1,30 @@
-"""Plain leaf fields, completed without the executor's per-field machinery.
+"""Executor shortcuts for long lists, each answering exactly what graphql-core's whole way answers.
 
-A long list of small objects (recordUsage's thousand results, each an index, a status and its
-errors) spends most of its completion on graphql-core's steps around every field: the field's
-definition looked up, its resolve info built, its arguments read, its value checked for being
-awaitable and dispatched by type, for a value that is one attribute of a dataclass."""
+A batch of a thousand events costs graphql-core most where it is generic. Its list variable is
+coerced by walking the value and the type together, asking of every value which kind of type it
+meets (CompiledListVariables). Its thousand results (each an index, a status and its errors)
+spend most of their completion on the steps around every field: the field's definition looked
+up, its resolve info built, its arguments read, its value checked for being awaitable and
+dispatched by type, for a value that is one attribute of a dataclass (PlainLeaves)."""
 
-from graphql import GraphQLEnumType, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLScalarType, Undefined
+from collections.abc import Callable
+from typing import Any
+
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    OperationDefinitionNode,
+    Undefined,
+    is_required_input_field,
+    type_from_ast,
+)
+from graphql.language.parser import MAX_NESTING_DEPTH
+from graphql.pyutils import is_iterable
+from graphql.utilities.coerce_input_value import coerce_default_value
 
 _PLANS: dict[tuple[GraphQLObjectType, str], tuple | None] = {}
 "(object type, field name) -> (resolve, leaf type or None for a list, nullable), or None for any other field."
@@ -61,3 +80,185 @@ class PlainLeaves:
                 except Exception:  # noqa: BLE001 - the whole way below raises it as a field error
                     pass
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
+
+
+Coercer = Callable[[Any], Any]
+"A compiled graphql-core coerce_input_value for one type: the coerced value, or Undefined where invalid."
+
+_NAMED_COERCERS: dict[object, tuple[Coercer, int] | None] = {}
+"Named input type -> (its coercer, the nesting depth of its values), or None where not compiled."
+
+
+def _coercer(type_, seen: tuple = ()) -> tuple[Coercer, int] | None:
+    """A coercer with coerce_input_value's rules for `type_`, and how deep its values nest as
+    input_is_nested_too_deeply counts (a list or an input object's field is a level). None for a
+    type that may nest without end (an input object that holds itself), a oneOf or one that is not
+    an input type: those go the whole way. The wrappers are made anew (type_from_ast makes them anew per request); a named
+    type's coercer is kept."""
+    if isinstance(type_, GraphQLNonNull):
+        inner = _coercer(type_.of_type, seen)
+        if inner is None:
+            return None
+        coerce_inner, depth = inner
+
+        def non_null(value):
+            return Undefined if value is None or value is Undefined else coerce_inner(value)
+
+        return non_null, depth
+    if isinstance(type_, GraphQLList):
+        inner = _coercer(type_.of_type, seen)
+        if inner is None:
+            return None
+        coerce_item, depth = inner
+
+        def list_of(value):
+            if value is None or value is Undefined:
+                return None
+            if not is_iterable(value):  # a list accepts a non-list value as a list of one
+                item = coerce_item(value)
+                return Undefined if item is Undefined else [item]
+            coerced = []
+            append = coerced.append
+            for value_item in value:
+                item = coerce_item(value_item)
+                if item is Undefined:
+                    return Undefined
+                append(item)
+            return coerced
+
+        return list_of, depth + 1
+    if type_ in seen:
+        return None
+    try:
+        return _NAMED_COERCERS[type_]
+    except KeyError:
+        pass
+    if isinstance(type_, GraphQLInputObjectType):
+        compiled = _input_object(type_, seen)
+    elif isinstance(type_, GraphQLScalarType | GraphQLEnumType):
+        compiled = _leaf(type_), 0
+    else:  # not an input type: the whole way refuses the variable
+        compiled = None
+    _NAMED_COERCERS[type_] = compiled
+    return compiled
+
+
+def _leaf(type_) -> Coercer:
+    coerce = type_.coerce_input_value
+
+    def leaf(value):
+        if value is None or value is Undefined:
+            return None
+        try:
+            return coerce(value)
+        except Exception:  # noqa: BLE001 - as coerce_input_value: invalid, and the whole way says why
+            return Undefined
+
+    return leaf
+
+
+def _input_object(type_: GraphQLInputObjectType, seen: tuple) -> tuple[Coercer, int] | None:
+    if type_.is_one_of:
+        return None
+    fields, depth = [], 0
+    for name, field in type_.fields.items():
+        compiled = _coercer(field.type, (*seen, type_))
+        if compiled is None:
+            return None
+        fields.append((name, field.out_name or name, is_required_input_field(field), field, compiled[0]))
+        depth = max(depth, compiled[1])
+    names = type_.fields.keys()
+    out_type = type_.out_type
+
+    def input_object(value):
+        if value is None or value is Undefined:
+            return None
+        if not isinstance(value, dict):
+            return Undefined
+        if not names >= value.keys() and any(v is not Undefined for k, v in value.items() if k not in names):
+            return Undefined  # a field the type does not have
+        coerced = {}
+        get = value.get
+        for name, out_name, required, field, coerce in fields:
+            field_value = get(name, Undefined)
+            if field_value is Undefined:
+                if required:
+                    return Undefined
+                default = coerce_default_value(field)
+                if default is not Undefined:
+                    coerced[out_name] = default
+            else:
+                field_value = coerce(field_value)
+                if field_value is Undefined:
+                    return Undefined
+                coerced[out_name] = field_value
+        return out_type(coerced)
+
+    return input_object, depth + 1
+
+
+def _operation(document, operation_name: str | None) -> OperationDefinitionNode | None:
+    """The operation graphql-core's build picks, or None where it would refuse."""
+    chosen = None
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            if operation_name is None:
+                if chosen is not None:
+                    return None
+                chosen = definition
+            elif definition.name and definition.name.value == operation_name:
+                chosen = definition
+    return chosen
+
+
+class CompiledListVariables:
+    """An executor mixin: each valid list variable is coerced by a coercer compiled for its type,
+    and graphql-core's build, given an empty list in its place, checks all else. An invalid one,
+    or any refusal at all, goes the whole way again with the variables as sent, so every error
+    is graphql-core's own."""
+
+    @classmethod
+    def build(cls, schema, document, root_value=None, context_value=None, raw_variable_values=None,
+              operation_name=None, *args, **kwargs):
+        coerced = cls._coerce_lists(schema, document, operation_name, raw_variable_values) if raw_variable_values else None
+        if coerced:
+            placeholders = {**raw_variable_values, **{name: [] for name in coerced}}
+            executor = super().build(schema, document, root_value, context_value, placeholders, operation_name,
+                                     *args, **kwargs)
+            if not isinstance(executor, list) and executor.operation is coerced.operation:
+                sources, values = executor.variable_values
+                for name, value in coerced.items():
+                    sources[name] = sources[name]._replace(value=raw_variable_values[name])
+                    values[name] = value
+                return executor
+        return super().build(schema, document, root_value, context_value, raw_variable_values, operation_name,
+                             *args, **kwargs)
+
+    @staticmethod
+    def _coerce_lists(schema, document, operation_name, raw_variable_values) -> "_Coerced | None":
+        operation = _operation(document, operation_name)
+        if operation is None:
+            return None
+        coerced = _Coerced(operation)
+        for definition in operation.variable_definitions or ():
+            name = definition.variable.name.value
+            value = raw_variable_values.get(name)
+            if type(value) is not list:
+                continue
+            type_ = type_from_ast(schema, definition.type)
+            listed = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+            compiled = _coercer(type_) if isinstance(listed, GraphQLList) else None
+            # A type nesting deeper than graphql-core allows: its own check says what it refuses.
+            if compiled is not None and compiled[1] <= MAX_NESTING_DEPTH:
+                value = compiled[0](value)
+                if value is not Undefined:
+                    coerced[name] = value
+        return coerced
+
+
+class _Coerced(dict):
+    """Coerced list variables by name, and the operation they belong to."""
+
+    def __init__(self, operation: OperationDefinitionNode) -> None:
+        super().__init__()
+        self.operation = operation

@@ -40,7 +40,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Bas
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from app.auth import Principal
-from graph.execution import PlainLeaves
+from graph.execution import CompiledListVariables, PlainLeaves
 
 _ACCESS: dict[Principal, Principal] = {}
 
@@ -125,7 +125,7 @@ class _Operation:
         self.key = (id(document), operation_name, json.dumps(variables or {}, sort_keys=True, separators=(",", ":")))
 
 
-class SharingExecutor(PlainLeaves, StrawberryGraphQLCoreExecutionContext):
+class SharingExecutor(PlainLeaves, CompiledListVariables, StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor, with one execution per subscription message shared as above, and
     plain leaf fields read at once (graph.execution). Queries and mutations run as before."""
 

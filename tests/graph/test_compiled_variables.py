@@ -1,0 +1,153 @@
+"""graph.execution.CompiledListVariables: a list variable coerced by its compiled coercer is what
+graphql-core's coerce_input_value makes of it, for every input type of the schema and for values
+valid and not; and an operation run with it answers what the whole way answers, errors included."""
+
+import json
+import string
+from decimal import Decimal
+
+import strawberry
+from graphql import GraphQLEnumType, GraphQLInputObjectType, GraphQLList, GraphQLNonNull, GraphQLScalarType
+from graphql.utilities.coerce_input_value import coerce_input_value
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from graph import execution
+from graph.execution import CompiledListVariables
+from graph.fanout import SharingExecutor
+from graph.schema import schema
+from tests.graph.test_record_usage import event, record
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(),
+                 st.text(alphabet=string.printable, max_size=6), st.just([]), st.just({}), st.just({"x": 1}))
+SCALARS = {
+    "String": st.text(max_size=6),
+    "ID": st.one_of(st.text(max_size=6), st.integers()),
+    "Int": st.integers(min_value=-(2**32), max_value=2**32),
+    "Float": st.floats(),
+    "Boolean": st.booleans(),
+    "Decimal": st.sampled_from(["9.70", "-1", "1e3", "NaN", "", "x", 7]),
+    "DateTime": st.sampled_from(["2026-11-05T12:00:00Z", "2026-11-05T12:00:00", "2026-11-05T24:00:00Z", "20261105T1200Z", "x"]),
+}
+
+
+def values(type_, depth: int = 0):
+    """Values for `type_`, near its shape (so that some are valid) and beside it."""
+    if depth > 6:
+        return JUNK
+    if isinstance(type_, GraphQLNonNull):
+        return values(type_.of_type, depth)
+    if isinstance(type_, GraphQLList):
+        item = values(type_.of_type, depth + 1)
+        return st.one_of(st.lists(item, max_size=3), item)  # a non-list is a list of one
+    if isinstance(type_, GraphQLInputObjectType):
+        fields = {name: values(field.type, depth + 1) for name, field in type_.fields.items()}
+        shaped = st.fixed_dictionaries({}, optional=fields)
+        complete = st.fixed_dictionaries(fields)
+        return st.one_of(complete, shaped, complete.map(lambda d: {**d, "unknown": 1}), JUNK)
+    if isinstance(type_, GraphQLEnumType):
+        return st.one_of(st.sampled_from(list(type_.values)), JUNK)
+    assert isinstance(type_, GraphQLScalarType)
+    return st.one_of(SCALARS[type_.name], JUNK)
+
+
+LIST_TYPES = [GraphQLNonNull(GraphQLList(GraphQLNonNull(t))) for t in schema._schema.type_map.values()
+              if isinstance(t, GraphQLInputObjectType)]
+LIST_TYPES += [GraphQLList(t) for t in schema._schema.type_map.values() if isinstance(t, GraphQLScalarType | GraphQLEnumType)]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(LIST_TYPES).flatmap(lambda t: st.tuples(st.just(t), values(t))))
+def test_the_compiled_coercer_makes_what_graphql_core_makes_of_any_value(case):
+    type_, value = case
+    coerce, _ = execution._coercer(type_)
+    # repr: Decimal("NaN") is not equal to itself
+    assert repr(coerce(value)) == repr(coerce_input_value(value, type_))
+
+
+def test_every_input_type_of_the_schema_compiles():
+    assert all(execution._coercer(t) is not None for t in LIST_TYPES)
+
+
+@strawberry.input
+class Leg:
+    payee: str
+    share: Decimal
+    note: str | None = "none"
+    tags: list[int] | None = None
+
+
+@strawberry.input
+class Tree:
+    label: str
+    children: list["Tree"] | None = None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def legs(self, legs: list[Leg], scale: int = 1) -> str:
+        return repr([(leg.payee, leg.share * scale, leg.note, leg.tags) for leg in legs])
+
+    @strawberry.field
+    def numbers(self, numbers: list[int | None] | None = None) -> str:
+        return repr(numbers)
+
+    @strawberry.field
+    def tree(self, trees: list[Tree]) -> int:
+        return len(trees)
+
+
+class Compiled(CompiledListVariables, StrawberryGraphQLCoreExecutionContext):
+    pass
+
+
+DOCUMENT = """
+query Legs($legs: [Leg!]!, $scale: Int) { legs(legs: $legs, scale: $scale) }
+query Numbers($legs: [Int]) { numbers(numbers: $legs) }
+query Trees($trees: [Tree!]!) { tree(trees: $trees) }
+"""
+
+
+def answer(executor, operation: str, variables: dict) -> tuple:
+    result = strawberry.Schema(query=Query, execution_context_class=executor).execute_sync(
+        DOCUMENT, variable_values=json.loads(json.dumps(variables)), operation_name=operation
+    )
+    return result.data, [(error.message, error.path) for error in result.errors or ()]
+
+
+CASES = [
+    ("Legs", {"legs": [{"payee": "a", "share": "0.5"}, {"payee": "b", "share": "1", "note": None, "tags": [1, 2]}]}),
+    ("Legs", {"legs": {"payee": "a", "share": "2"}, "scale": 3}),  # a list of one
+    ("Legs", {"legs": [{"payee": "a", "share": "0.5"}], "scale": "three"}),  # another variable is wrong
+    ("Legs", {"legs": [{"payee": "a", "share": "half"}]}),  # not a decimal
+    ("Legs", {"legs": [{"payee": "a"}]}),  # a required field missing
+    ("Legs", {"legs": [{"payee": "a", "share": "1", "extra": 1}]}),  # a field the type does not have
+    ("Legs", {"legs": [None]}),
+    ("Legs", {"legs": None}),
+    ("Legs", {}),
+    ("Numbers", {"legs": [1, None, 3]}),  # same name, another operation, another type
+    ("Numbers", {"legs": [1, "2"]}),
+    (None, {"legs": []}),  # several operations and none named
+    ("Trees", {"trees": [{"label": "a", "children": [{"label": "b"}]}]}),  # recursive: the whole way
+]
+
+
+def test_operations_answer_what_the_whole_way_answers():
+    for operation, variables in CASES:
+        assert answer(Compiled, operation, variables) == answer(StrawberryGraphQLCoreExecutionContext, operation, variables), (operation, variables)
+    data, _ = answer(Compiled, "Legs", CASES[0][1])
+    assert data == {"legs": "[('a', Decimal('0.5'), 'none', None), ('b', Decimal('1'), None, [1, 2])]"}
+    assert answer(Compiled, "Legs", CASES[3][1])[1][0][0].startswith("Variable '$legs' has invalid value at [0].share:")
+
+
+async def test_the_served_executor_compiles_a_batch_of_events(api, mobility):
+    """recordUsage's events: UsageInput's coercer is made and kept by the executor the API serves."""
+    usage_input = schema._schema.type_map["UsageInput"]
+    execution._NAMED_COERCERS.pop(usage_input, None)
+    events = [event(mobility.service_id, "compiled-1"), event(mobility.service_id, "compiled-2", quantity="2.5")]
+    payload = await record(api, mobility.citycar.key, events)
+    assert [(r["status"], r["event"]["quantity"]) for r in payload["results"]] == [("ACCEPTED", "30"), ("ACCEPTED", "2.5")]
+    assert issubclass(SharingExecutor, CompiledListVariables)
+    assert execution._NAMED_COERCERS[usage_input] is not None
