@@ -17,6 +17,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLScalarType,
+    GraphQLString,
     OperationDefinitionNode,
     Undefined,
     is_required_input_field,
@@ -48,38 +49,112 @@ def _plan(parent_type: GraphQLObjectType, name: str) -> tuple | None:
     return field.resolve, leaf, nullable
 
 
+_WHOLE_WAY = object()
+"What _read answers for a value it leaves to graphql-core's whole way."
+
+
+def _planned(parent_type: GraphQLObjectType, name: str) -> tuple | None:
+    key = (parent_type, name)
+    try:
+        return _PLANS[key]
+    except KeyError:
+        plan = _PLANS[key] = _plan(parent_type, name)
+        return plan
+
+
+def _typename(object_type: GraphQLObjectType) -> tuple:
+    """__typename's plan on an object type: its name, which clients such as Apollo ask of every object."""
+    name = object_type.name
+    return (lambda _source, _info: name), GraphQLString, False
+
+
+def _read(plan: tuple, source: object) -> object:
+    """A plain field's answer for `source`, or _WHOLE_WAY where anything about its value is unusual."""
+    resolve, leaf, nullable = plan
+    try:
+        value = resolve(source, None)  # strawberry's plain resolver takes no info
+        if value is None:
+            if nullable:
+                return None
+        elif leaf is None:
+            if type(value) is list and not value:
+                return []  # most results have no errors
+        elif not isinstance(value, Exception):
+            coerced = leaf.coerce_output_value(value)  # as complete_leaf_value does
+            if coerced is not None and coerced is not Undefined:
+                return coerced
+    except Exception:  # noqa: BLE001 - the whole way raises it as a field error
+        pass
+    return _WHOLE_WAY
+
+
 class PlainLeaves:
     """An executor mixin: a plain leaf field is read and serialized at once, and a plain list
-    field that holds an empty list answers it. Anything unusual about its value (null where it may
-    not be, an exception, a value its type does not represent, a list with items) goes
-    the whole way instead, which reports it as it always has; reading an attribute again changes
-    nothing. Without middleware only: a middleware sees every field."""
+    field that holds an empty list answers it; an item of a list whose selected fields are all
+    plain is answered at once as the object of their values. Anything unusual about a value (null
+    where it may not be, an exception, a value its type does not represent, a list with items)
+    sends its field, or its item, the whole way instead, which reports it as it always has;
+    reading an attribute again changes nothing. Without middleware only: a middleware sees
+    every field."""
+
+    def _plain(self) -> bool:
+        middleware = self.middleware_manager  # strawberry hands one over, empty without resolve hooks
+        return middleware is None or not middleware.middlewares
 
     def execute_field(self, parent_type, source, field_details_list, path, position_context):
-        middleware = self.middleware_manager  # strawberry hands one over, empty without resolve hooks
-        if middleware is None or not middleware.middlewares:
-            key = (parent_type, field_details_list[0].node.name.value)
-            try:
-                plan = _PLANS[key]
-            except KeyError:
-                plan = _PLANS[key] = _plan(*key)
+        if self._plain():
+            plan = _planned(parent_type, field_details_list[0].node.name.value)
             if plan is not None:
-                resolve, leaf, nullable = plan
-                try:
-                    value = resolve(source, None)  # strawberry's plain resolver takes no info
-                    if value is None:
-                        if nullable:
-                            return None
-                    elif leaf is None:
-                        if type(value) is list and not value:
-                            return []  # most results have no errors
-                    elif not isinstance(value, Exception):
-                        coerced = leaf.coerce_output_value(value)  # as complete_leaf_value does
-                        if coerced is not None and coerced is not Undefined:
-                            return coerced
-                except Exception:  # noqa: BLE001 - the whole way below raises it as a field error
-                    pass
+                value = _read(plan, source)
+                if value is not _WHOLE_WAY:
+                    return value
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
+
+    def complete_list_item_value(self, item, complete_results, item_type, field_details_list, info, item_path,
+                                 position_context):
+        fields = self._item_fields(item_type, field_details_list)
+        if fields is not None and item is not None and not isinstance(item, Exception):
+            answer = {}
+            for response_name, plan in fields:
+                value = _read(plan, item)
+                if value is _WHOLE_WAY:
+                    break
+                answer[response_name] = value
+            else:
+                complete_results.append(answer)
+                return False  # not awaitable
+        return super().complete_list_item_value(item, complete_results, item_type, field_details_list, info,
+                                                item_path, position_context)
+
+    def _item_fields(self, item_type, field_details_list) -> tuple | None:
+        """(response name, plan) of each field selected on the list's items, where all are plain;
+        kept per selection as collect_subfields keeps its own (the list kept alive with it)."""
+        kept = self.__dict__.setdefault("_plain_items", {})
+        key = (item_type, id(field_details_list))
+        try:
+            return kept[key][1]
+        except KeyError:
+            pass
+        fields = self._plain_fields(item_type, field_details_list)
+        kept[key] = (field_details_list, fields)
+        return fields
+
+    def _plain_fields(self, item_type, field_details_list) -> tuple | None:
+        object_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        # An is_type_of check (strawberry's, for a type with interfaces) belongs to the whole way.
+        if not isinstance(object_type, GraphQLObjectType) or object_type.is_type_of is not None or not self._plain():
+            return None
+        grouped, deferred, directives = self.collect_subfields(object_type, field_details_list)
+        if deferred or directives:  # @defer, or directives graphql-core reports
+            return None
+        fields = []
+        for response_name, details in grouped.items():
+            name = details[0].node.name.value
+            plan = _typename(object_type) if name == "__typename" else _planned(object_type, name)
+            if plan is None:
+                return None
+            fields.append((response_name, plan))
+        return tuple(fields)
 
 
 Coercer = Callable[[Any], Any]

@@ -99,3 +99,37 @@ def test_a_plain_list_is_answered_whole_empty_or_not(value):
         assert schema.execute_sync("{ items { tags } }").data["items"][0] == {"tags": value}
     finally:
         ITEMS[0].tags = []
+
+
+class WholeWay:
+    """Counts the list items completed the whole way (it sits below PlainLeaves)."""
+
+    items: list = []
+
+    def complete_list_item_value(self, item, *args, **kwargs):
+        WholeWay.items.append(item)
+        return super().complete_list_item_value(item, *args, **kwargs)
+
+
+class CountedPlain(PlainLeaves, WholeWay, StrawberryGraphQLCoreExecutionContext):
+    pass
+
+
+ITEM_QUERY = "{ items { n name colour tags must alias: n __typename } }"
+
+
+def test_an_item_of_plain_fields_is_answered_at_once_and_an_unusual_one_the_whole_way():
+    WholeWay.items = []
+    fast = strawberry.Schema(query=Query, execution_context_class=CountedPlain).execute_sync(ITEM_QUERY)
+    whole = strawberry.Schema(query=Query).execute_sync(ITEM_QUERY)
+    assert fast.data == whole.data
+    assert sorted((tuple(e.path), e.message) for e in fast.errors) == sorted((tuple(e.path), e.message) for e in whole.errors)
+    assert fast.data["items"][0] == {"n": 1, "name": "a", "colour": "RED", "tags": [], "must": "x", "alias": 1, "__typename": "Item"}
+    # the second has a tag (a list with items, "t" its own item), the others a value their type does not allow
+    assert WholeWay.items == [ITEMS[1], "t", *ITEMS[2:]]
+
+
+def test_an_item_with_a_resolver_among_its_fields_goes_the_whole_way():
+    WholeWay.items = []
+    strawberry.Schema(query=Query, execution_context_class=CountedPlain).execute_sync("{ items { n twice } }")
+    assert WholeWay.items == ITEMS
