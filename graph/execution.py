@@ -168,40 +168,13 @@ def _coercer(type_, seen: tuple = ()) -> tuple[Coercer, int] | None:
     """A coercer with coerce_input_value's rules for `type_`, and how deep its values nest as
     input_is_nested_too_deeply counts (a list or an input object's field is a level). None for a
     type that may nest without end (an input object that holds itself), a oneOf or one that is not
-    an input type: those go the whole way. The wrappers are made anew (type_from_ast makes them anew per request); a named
-    type's coercer is kept."""
-    if isinstance(type_, GraphQLNonNull):
+    an input type: those go the whole way. A named type's coercer is kept; the wrappers' are made
+    anew, as type_from_ast makes the wrapper types anew for every request."""
+    if isinstance(type_, GraphQLNonNull | GraphQLList):
         inner = _coercer(type_.of_type, seen)
         if inner is None:
             return None
-        coerce_inner, depth = inner
-
-        def non_null(value):
-            return Undefined if value is None or value is Undefined else coerce_inner(value)
-
-        return non_null, depth
-    if isinstance(type_, GraphQLList):
-        inner = _coercer(type_.of_type, seen)
-        if inner is None:
-            return None
-        coerce_item, depth = inner
-
-        def list_of(value):
-            if value is None or value is Undefined:
-                return None
-            if not is_iterable(value):  # a list accepts a non-list value as a list of one
-                item = coerce_item(value)
-                return Undefined if item is Undefined else [item]
-            coerced = []
-            append = coerced.append
-            for value_item in value:
-                item = coerce_item(value_item)
-                if item is Undefined:
-                    return Undefined
-                append(item)
-            return coerced
-
-        return list_of, depth + 1
+        return (_non_null if isinstance(type_, GraphQLNonNull) else _list_of)(*inner)
     if type_ in seen:
         return None
     try:
@@ -216,6 +189,32 @@ def _coercer(type_, seen: tuple = ()) -> tuple[Coercer, int] | None:
         compiled = None
     _NAMED_COERCERS[type_] = compiled
     return compiled
+
+
+def _non_null(coerce_inner: Coercer, depth: int) -> tuple[Coercer, int]:
+    def non_null(value):
+        return Undefined if value is None or value is Undefined else coerce_inner(value)
+
+    return non_null, depth
+
+
+def _list_of(coerce_item: Coercer, depth: int) -> tuple[Coercer, int]:
+    def list_of(value):
+        if value is None or value is Undefined:
+            return None
+        if not is_iterable(value):  # a list accepts a non-list value as a list of one
+            item = coerce_item(value)
+            return Undefined if item is Undefined else [item]
+        coerced = []
+        append = coerced.append
+        for value_item in value:
+            item = coerce_item(value_item)
+            if item is Undefined:
+                return Undefined
+            append(item)
+        return coerced
+
+    return list_of, depth + 1
 
 
 def _leaf(type_) -> Coercer:
@@ -295,7 +294,7 @@ class CompiledListVariables:
     @classmethod
     def build(cls, schema, document, root_value=None, context_value=None, raw_variable_values=None,
               operation_name=None, *args, **kwargs):
-        coerced = cls._coerce_lists(schema, document, operation_name, raw_variable_values) if raw_variable_values else None
+        coerced = raw_variable_values and cls._coerce_lists(schema, document, operation_name, raw_variable_values)
         if coerced:
             placeholders = {**raw_variable_values, **{name: [] for name in coerced}}
             executor = super().build(schema, document, root_value, context_value, placeholders, operation_name,

@@ -126,8 +126,9 @@ class _Operation:
 
 
 class SharingExecutor(PlainLeaves, CompiledListVariables, StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, with one execution per subscription message shared as above, and
-    plain leaf fields read at once (graph.execution). Queries and mutations run as before."""
+    """Strawberry's executor, with one execution per subscription message shared as above, plain
+    fields read at once and list variables coerced by compiled coercers (graph.execution), each
+    answering what the whole way answers. Queries and mutations run as before otherwise."""
 
     shared_operation: _Operation | None = None
 

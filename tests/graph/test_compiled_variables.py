@@ -7,7 +7,15 @@ import string
 from decimal import Decimal
 
 import strawberry
-from graphql import GraphQLEnumType, GraphQLInputObjectType, GraphQLList, GraphQLNonNull, GraphQLScalarType
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLScalarType,
+    Undefined,
+    is_required_input_field,
+)
 from graphql.utilities.coerce_input_value import coerce_input_value
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,35 +29,40 @@ from tests.graph.test_record_usage import event, record
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(),
                  st.text(alphabet=string.printable, max_size=6), st.just([]), st.just({}), st.just({"x": 1}))
-SCALARS = {
+VALID = {
     "String": st.text(max_size=6),
     "ID": st.one_of(st.text(max_size=6), st.integers()),
-    "Int": st.integers(min_value=-(2**32), max_value=2**32),
-    "Float": st.floats(),
+    "Int": st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    "Float": st.floats(allow_nan=False, allow_infinity=False),
     "Boolean": st.booleans(),
-    "Decimal": st.sampled_from(["9.70", "-1", "1e3", "NaN", "", "x", 7]),
-    "DateTime": st.sampled_from(["2026-11-05T12:00:00Z", "2026-11-05T12:00:00", "2026-11-05T24:00:00Z", "20261105T1200Z", "x"]),
+    "Decimal": st.sampled_from(["9.70", "-1", "1e3", "NaN", 7]),
+    "DateTime": st.sampled_from(["2026-11-05T12:00:00Z", "2026-11-05T12:00:00", "2026-11-05T24:00:00Z", "20261105T1200Z"]),
 }
+"Values each scalar accepts."
 
 
-def values(type_, depth: int = 0):
-    """Values for `type_`, near its shape (so that some are valid) and beside it."""
+def values(type_, junk: bool, depth: int = 0):
+    """Values for `type_`: valid ones (`junk` False), or near its shape and beside it."""
     if depth > 6:
         return JUNK
     if isinstance(type_, GraphQLNonNull):
-        return values(type_.of_type, depth)
+        return values(type_.of_type, junk, depth)
     if isinstance(type_, GraphQLList):
-        item = values(type_.of_type, depth + 1)
+        item = values(type_.of_type, junk, depth + 1)
         return st.one_of(st.lists(item, max_size=3), item)  # a non-list is a list of one
     if isinstance(type_, GraphQLInputObjectType):
-        fields = {name: values(field.type, depth + 1) for name, field in type_.fields.items()}
-        shaped = st.fixed_dictionaries({}, optional=fields)
+        fields = {name: values(field.type, junk, depth + 1) for name, field in type_.fields.items()}
+        if not junk:
+            required = {name: fields[name] for name, field in type_.fields.items() if is_required_input_field(field)}
+            return st.fixed_dictionaries(required, optional={n: v for n, v in fields.items() if n not in required})
         complete = st.fixed_dictionaries(fields)
-        return st.one_of(complete, shaped, complete.map(lambda d: {**d, "unknown": 1}), JUNK)
+        return st.one_of(complete, st.fixed_dictionaries({}, optional=fields), complete.map(lambda d: {**d, "unknown": 1}), JUNK)
     if isinstance(type_, GraphQLEnumType):
-        return st.one_of(st.sampled_from(list(type_.values)), JUNK)
-    assert isinstance(type_, GraphQLScalarType)
-    return st.one_of(SCALARS[type_.name], JUNK)
+        valid = st.sampled_from(list(type_.values))
+    else:
+        assert isinstance(type_, GraphQLScalarType)
+        valid = VALID[type_.name]
+    return st.one_of(valid, JUNK, st.sampled_from(["", "x", "2026-13-01T00:00:00Z"])) if junk else valid
 
 
 LIST_TYPES = [GraphQLNonNull(GraphQLList(GraphQLNonNull(t))) for t in schema._schema.type_map.values()
@@ -58,12 +71,15 @@ LIST_TYPES += [GraphQLList(t) for t in schema._schema.type_map.values() if isins
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, database=None)
-@given(st.sampled_from(LIST_TYPES).flatmap(lambda t: st.tuples(st.just(t), values(t))))
+@given(st.booleans().flatmap(lambda junk: st.sampled_from(LIST_TYPES).flatmap(
+    lambda t: st.tuples(st.just(junk), st.just(t), values(t, junk)))))
 def test_the_compiled_coercer_makes_what_graphql_core_makes_of_any_value(case):
-    type_, value = case
+    junk, type_, value = case
     coerce, _ = execution._coercer(type_)
+    coerced = coerce(value)
     # repr: Decimal("NaN") is not equal to itself
-    assert repr(coerce(value)) == repr(coerce_input_value(value, type_))
+    assert repr(coerced) == repr(coerce_input_value(value, type_))
+    assert junk or coerced is not Undefined
 
 
 def test_every_input_type_of_the_schema_compiles():
