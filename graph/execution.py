@@ -26,6 +26,7 @@ from graphql import (
 from graphql.language.parser import MAX_NESTING_DEPTH
 from graphql.pyutils import is_iterable
 from graphql.utilities.coerce_input_value import coerce_default_value
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 
 _PLANS: dict[tuple[GraphQLObjectType, str], tuple | None] = {}
 "(object type, field name) -> (resolve, leaf type or None for a list, nullable), or None for any other field."
@@ -36,7 +37,12 @@ def _plan(parent_type: GraphQLObjectType, name: str) -> tuple | None:
     no extension, hence no permission) and without arguments, of a scalar or enum type (its leaf),
     or of a list type (None: only an empty list is answered here)."""
     field = parent_type.fields.get(name)  # __typename and the other meta fields are not among them
-    if field is None or field.args or not getattr(field.resolve, "_is_default", False):
+    if field is None or field.args:
+        return None
+    # Strawberry marks its resolve `_is_default` also for a field with extensions and no resolver
+    # (permission_classes on an attribute): the definition says whether the field is basic.
+    definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if not getattr(definition, "is_basic_field", False) or not getattr(field.resolve, "_is_default", False):
         return None
     leaf = field.type
     nullable = not isinstance(leaf, GraphQLNonNull)

@@ -6,6 +6,7 @@ from enum import Enum
 import pytest
 import strawberry
 from strawberry.extensions import SchemaExtension
+from strawberry.permission import BasePermission
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from graph import execution
@@ -133,3 +134,36 @@ def test_an_item_with_a_resolver_among_its_fields_goes_the_whole_way():
     WholeWay.items = []
     strawberry.Schema(query=Query, execution_context_class=CountedPlain).execute_sync("{ items { n twice } }")
     assert WholeWay.items == ITEMS
+
+
+CHECKS: list[int] = []
+
+
+class NotTwo(BasePermission):
+    message = "not for two"
+
+    def has_permission(self, source, info, **kwargs) -> bool:
+        CHECKS.append(source.n)
+        return source.n != 2
+
+
+@strawberry.type
+class Guarded:
+    n: int
+    secret: str = strawberry.field(permission_classes=[NotTwo])
+
+
+@strawberry.type
+class GuardedQuery:
+    @strawberry.field
+    def guarded(self) -> list[Guarded | None]:
+        return [Guarded(n=1, secret="a"), Guarded(n=2, secret="b")]
+
+
+def test_a_field_with_a_permission_and_no_resolver_is_checked_once_as_the_whole_way_checks_it():
+    answers = []
+    for executor in (Plain, StrawberryGraphQLCoreExecutionContext):
+        CHECKS.clear()
+        result = strawberry.Schema(query=GuardedQuery, execution_context_class=executor).execute_sync("{ guarded { n secret } }")
+        answers.append((result.data, [error.message for error in result.errors], list(CHECKS)))
+    assert answers[0] == answers[1] == ({"guarded": [{"n": 1, "secret": "a"}, None]}, ["not for two"], [1, 2])
