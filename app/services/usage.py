@@ -466,12 +466,15 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
         else:
             valid.append(entry)
 
-    fresh = await _claim_keys(connection, network.id, valid, services, results)
+    fresh, written = await _claim_keys(connection, network.id, valid, services, results)
     try:
         await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
     except _Overflow as overflow:  # positions among the fresh events, in item order: as item indices
         accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
         raise _Overflow([accepted[position] for position in overflow.positions]) from None
+    finally:
+        if written is not None:  # the events' inserts, which ran meanwhile: done before the savepoint ends
+            await written
     await _correct_closed(session, ctx, fresh)
     return Recorded([r for r in results if r is not None]), fresh
 
@@ -571,6 +574,9 @@ class _Statements:
         else:
             from sqlalchemy.dialects.sqlite import insert
         self.paramstyle = dialect.paramstyle
+        self.numbers_events = dialect.name == "sqlite"
+        "Whether a batch gives its events their ids itself (_insert_events)."
+        self.last_event_id = f"SELECT max(id) FROM {_EVENTS.name}"
         self.new_consumer = insert(_PARTIES).on_conflict_do_nothing(
             index_elements=["network_id", "billing_party_id", "external_ref"]
         )
@@ -635,8 +641,12 @@ class _Statements:
 
     @lru_cache(maxsize=64)  # noqa: B019
     def new_events(self, rows: int) -> str:
-        """One INSERT of `rows` events: the keys already taken are skipped, the new ones come
-        back with their ids (RETURNING, which executemany cannot give)."""
+        """One INSERT of `rows` events. SQLite's rows come with their ids (see _insert_events);
+        elsewhere the keys already taken are skipped and the new ones come back with their ids
+        (RETURNING, which executemany cannot give)."""
+        if self.numbers_events:
+            values = ", ".join([f"({', '.join(['?'] * (1 + len(_NEW_EVENT)))})"] * rows)
+            return f"INSERT INTO {_EVENTS.name} (id, {', '.join(_NEW_EVENT)}) VALUES {values}"
         values = ", ".join([f"({', '.join(['?'] * len(_NEW_EVENT))})"] * rows)
         return self.native(
             f"INSERT INTO {_EVENTS.name} ({', '.join(_NEW_EVENT)}) VALUES {values} "
@@ -718,10 +728,11 @@ async def _keys_taken(connection: AsyncConnection, network_id: int, keys: list[s
     return taken
 
 
-async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[int, Prepared]], services, results) -> list[NewEvent]:
+async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[int, Prepared]], services, results) -> tuple[list[NewEvent], asyncio.Future | None]:
     """Insert the events whose keys are new; the unique key decides, also between concurrent
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
-    nothing, not even its consumer."""
+    nothing, not even its consumer. Returns the accepted events, and the inserts still running
+    (_insert_events) or None."""
     first_of_key: dict[str, int] = {}
     for index, item in valid:
         first_of_key.setdefault(item.idempotency_key, index)
@@ -734,37 +745,12 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new})
     statements = _statements(connection)
     recorded = statements.bind_time(utcnow())
-    inserted: dict[str, NewEvent] = {}
-
-    def take(returned: list, rows: dict) -> None:
-        for event_id, key in returned:
-            inserted[key] = _new_event((event_id, *rows[key]))
-
-    # Pipelined: while one chunk's INSERT runs in the database (SQLite's thread, PostgreSQL's
-    # server), this thread builds the next chunk's rows and takes in the ids of the one before.
-    # One statement at a time all the same, in this transaction, on the driver's connection.
-    running: tuple[asyncio.Future, dict] | None = None
-    try:
-        for chunk in _chunks(new):
-            rows = {
-                item.idempotency_key: (
-                    network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
-                    item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded,
-                )
-                for _, item in chunk
-            }
-            done = None if running is None else (await running[0], running[1])
-            insert = _fetch(connection, statements.new_events(len(rows)), tuple(chain.from_iterable(rows.values())))
-            running = (asyncio.ensure_future(insert), rows)
-            await asyncio.sleep(0)  # the INSERT is handed to the driver before this thread goes on
-            if done is not None:
-                take(*done)
-        if running is not None:
-            take(await running[0], running[1])
-            running = None
-    finally:
-        if running is not None:
-            running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
+    rows = [
+        (network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
+         item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded)
+        for _, item in new
+    ]
+    inserted, written = await _insert_events(connection, statements, rows)
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
     late = sorted(first_of_key.keys() - stored.keys() - inserted.keys())
     if late:
@@ -793,7 +779,58 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
                 "REJECTED",
                 problems=[Problem(("events", str(index), "idempotencyKey"), "IDEMPOTENCY_CONFLICT", "the key was used for another event")],
             )
-    return fresh
+    return fresh, written
+
+
+async def _insert_events(connection: AsyncConnection, statements: "_Statements", rows: list[tuple]) -> tuple[dict[str, NewEvent], asyncio.Future | None]:
+    """Insert the events (rows of _NEW_EVENT) whose keys are new: those inserted by key, and what
+    to await before the batch's savepoint ends (the inserts still running).
+
+    SQLite: the batch holds the database's write lock (write_turn) from the look-up of its keys
+    to its commit, so every key found free is still free and the next ids are the table's
+    highest plus one: the rows go in with their ids, neither skipping a taken key nor returning
+    ids (RETURNING cost a fifth of the insert), and the caller goes on with its events while the
+    database writes them. The unique key still refuses a key stored twice.
+    Elsewhere (PostgreSQL) concurrent batches write at once: the unique key decides, the ids
+    come back with the keys inserted, and a key another batch took meanwhile is not among them."""
+    inserted: dict[str, NewEvent] = {}
+    if statements.numbers_events and rows:
+        ((highest,),) = await _fetch(connection, statements.last_event_id, ())
+        events = [_new_event((number, *row)) for number, row in enumerate(rows, (highest or 0) + 1)]
+        running = [
+            asyncio.ensure_future(_fetch(connection, statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))))
+            for chunk in _chunks(events)
+        ]
+        written = asyncio.gather(*running)
+        await asyncio.sleep(0)  # every INSERT is handed to the driver, in order, before this thread goes on
+        for event in events:
+            inserted[event.idempotency_key] = event
+        return inserted, written
+
+    def take(returned: list, chunk: dict) -> None:
+        for event_id, key in returned:
+            inserted[key] = _new_event((event_id, *chunk[key]))
+
+    # Pipelined: while one chunk's INSERT runs in the database server, this thread builds the
+    # next chunk's rows and takes in the ids of the one before. One statement at a time all the
+    # same, in this transaction, on the driver's connection.
+    running: tuple[asyncio.Future, dict] | None = None
+    try:
+        for chunk in _chunks(rows):
+            keyed = {row[3]: row for row in chunk}
+            done = None if running is None else (await running[0], running[1])
+            insert = _fetch(connection, statements.new_events(len(keyed)), tuple(chain.from_iterable(keyed.values())))
+            running = (asyncio.ensure_future(insert), keyed)
+            await asyncio.sleep(0)  # the INSERT is handed to the driver before this thread goes on
+            if done is not None:
+                take(*done)
+        if running is not None:
+            take(await running[0], running[1])
+            running = None
+    finally:
+        if running is not None:
+            running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
+    return inserted, None
 
 
 async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[tuple]) -> dict[tuple, list[int]]:

@@ -2,9 +2,11 @@
 transaction; each keeps its own outcome."""
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
+import pytest
 from sqlalchemy import func, select
 
 from app.billing.pricing import Charge, ChargeModel
@@ -95,3 +97,42 @@ async def test_an_event_that_would_overflow_the_services_revenue_is_rejected_and
     async with rt.sessions() as session:
         revenue = await session.scalar(select(ServiceRevenue.amount).where(ServiceRevenue.service_id == pricey.id))
     assert revenue == 92 * 10**17 and type(revenue) is int
+
+
+async def test_a_key_its_batch_took_for_free_is_still_stored_once(rt, monkeypatch):
+    """The look-up of a batch's keys is not what keeps a key single: SQLite's batch, which holds
+    the write lock and numbers its own events, is refused whole by the unique key; elsewhere the
+    unique key skips the row and the item is the duplicate it is."""
+    network, owner, provider, service = await build(rt)
+    now = datetime.now(UTC)
+    first = usage.UsageItem("taken", service.id, "alice", "minutes", D(5), now)
+    await usage.record_usage(rt, provider, [first])
+
+    async def nothing_taken(connection, network_id, keys):
+        return []
+
+    monkeypatch.setattr(usage, "_keys_taken", nothing_taken)
+    batch = [first, usage.UsageItem("free", service.id, "bob", "minutes", D(7), now)]
+    if rt.engine.dialect.name == "sqlite":
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            await usage.record_usage(rt, provider, batch)
+        assert await stored_keys(rt, service.id) == {"taken"}
+        assert await counted_events(rt, service.id) == 1
+    else:
+        recorded = await usage.record_usage(rt, provider, batch)
+        assert [r.status for r in recorded.results] == ["DUPLICATE", "ACCEPTED"]
+        assert await stored_keys(rt, service.id) == {"taken", "free"}
+        assert await counted_events(rt, service.id) == 2
+
+
+async def test_a_batch_numbers_its_events_after_the_highest_in_the_order_of_its_items(rt):
+    network, owner, provider, service = await build(rt)
+    now = datetime.now(UTC)
+    before = await usage.record_usage(rt, provider, [usage.UsageItem("one", service.id, "alice", "minutes", D(1), now)])
+    batch = [usage.UsageItem(f"k-{i}", service.id, f"c{i % 7}", "minutes", D(i), now) for i in range(2500)]
+    recorded = await usage.record_usage(rt, provider, batch)
+    ids = [r.event_id for r in recorded.results]
+    assert len(set(ids)) == 2500 and min(ids) > before.results[0].event_id
+    async with rt.sessions() as session:
+        stored = dict((await session.execute(select(UsageEvent.idempotency_key, UsageEvent.id).where(UsageEvent.service_id == service.id))).all())
+    assert [stored[f"k-{i}"] for i in range(2500)] == ids
