@@ -797,12 +797,14 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     if statements.numbers_events and rows:
         ((highest,),) = await _fetch(connection, statements.last_event_id, ())
         events = [_new_event((number, *row)) for number, row in enumerate(rows, (highest or 0) + 1)]
-        running = [
-            asyncio.ensure_future(_fetch(connection, statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))))
-            for chunk in _chunks(events)
-        ]
-        written = asyncio.gather(*running)
-        await asyncio.sleep(0)  # every INSERT is handed to the driver, in order, before this thread goes on
+        written = asyncio.gather(*(
+            _fetch(connection, statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in _chunks(events)
+        ))
+        try:
+            await asyncio.sleep(0)  # every INSERT is handed to the driver before this thread goes on
+        except BaseException:
+            written.cancel()  # cancelled: the batch's transaction is rolled back
+            raise
         for event in events:
             inserted[event.idempotency_key] = event
         return inserted, written
@@ -817,7 +819,7 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     running: tuple[asyncio.Future, dict] | None = None
     try:
         for chunk in _chunks(rows):
-            keyed = {row[3]: row for row in chunk}
+            keyed = {row[3]: row for row in chunk}  # by idempotency_key, the fourth of _NEW_EVENT
             done = None if running is None else (await running[0], running[1])
             insert = _fetch(connection, statements.new_events(len(keyed)), tuple(chain.from_iterable(keyed.values())))
             running = (asyncio.ensure_future(insert), keyed)
