@@ -9,7 +9,7 @@ import asyncio
 import json
 import re
 import weakref
-from collections import defaultdict, namedtuple
+from collections import Counter, defaultdict, namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +34,8 @@ from models import Network, Party, Service, ServiceRevenue, ServiceUsage, UsageE
 from models.types import utcnow
 
 MAX_BATCH = 5000
+STATUSES = ("ACCEPTED", "DUPLICATE", "REJECTED")
+"An item's outcome."
 KEY_MAX = 200
 MAX_TOTAL = 2**63 - 1
 _CONTROL = re.compile("[\x00-\x1f]")
@@ -140,7 +142,12 @@ class Recorded:
     results: list[ItemResult]
 
     def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r.status == status)
+        return self.counts()[status]
+
+    def counts(self) -> dict[str, int]:
+        """The results by status, every status counted (0 where none), in one pass."""
+        counted = Counter(r.status for r in self.results)
+        return {status: counted[status] for status in STATUSES}
 
 
 def may_record(principal: Principal, service: Service) -> bool:

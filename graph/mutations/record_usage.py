@@ -19,6 +19,10 @@ class UsageStatus(Enum):
     REJECTED = "REJECTED"
 
 
+_STATUS = {status.value: status for status in UsageStatus}
+"UsageStatus by value: a look-up, where calling the enum costs a microsecond per item."
+
+
 @strawberry.input
 class UsageInput:
     idempotency_key: str
@@ -79,7 +83,7 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
     except DomainError as error:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
         return RecordUsagePayload(rejected=len(events), errors=user_errors(error))
-    counts = {status: recorded.count(status) for status in ("ACCEPTED", "DUPLICATE", "REJECTED")}
+    counts = recorded.counts()
     for status, count in counts.items():
         USAGE_EVENTS.labels(status=status).inc(count)
     return RecordUsagePayload(
@@ -89,7 +93,7 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
         results=[
             UsageResult(
                 index=index,
-                status=UsageStatus(result.status),
+                status=_STATUS[result.status],
                 result=result,
                 errors=user_errors(DomainError(*result.problems)) if result.problems else [],
             )
