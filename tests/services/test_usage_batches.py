@@ -99,7 +99,7 @@ async def test_an_event_that_would_overflow_the_services_revenue_is_rejected_and
     assert revenue == 92 * 10**17 and type(revenue) is int
 
 
-async def test_a_key_its_batch_took_for_free_is_still_stored_once(rt, monkeypatch):
+async def test_a_key_the_look_up_missed_is_still_stored_once(rt, monkeypatch):
     """The look-up of a batch's keys is not what keeps a key single: SQLite's batch, which holds
     the write lock and numbers its own events, is refused whole by the unique key; elsewhere the
     unique key skips the row and the item is the duplicate it is."""
