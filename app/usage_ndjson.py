@@ -85,7 +85,7 @@ async def usage_ndjson(request: Request):
     lines = [line for line in body.split(b"\n") if line.strip()]
 
     async def answer():
-        counts = {"ACCEPTED": 0, "DUPLICATE": 0, "REJECTED": 0}
+        counts = dict.fromkeys(usage.STATUSES, 0)
         for start in range(0, len(lines), BATCH):
             before = dict(counts)
             out: list[str | None] = [None] * min(BATCH, len(lines) - start)
