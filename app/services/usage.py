@@ -10,12 +10,12 @@ import json
 import re
 import weakref
 from collections import Counter, defaultdict, namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache, partial
-from itertools import chain
+from itertools import chain, count, repeat
 from typing import NamedTuple
 
 from sqlalchemy import bindparam, select
@@ -248,12 +248,15 @@ class _Context:
         self.allowed: dict[int, bool] = {}
         "Per service of the batch: whether the batch's principal may record its usage."
         self.plans: dict[tuple[int, str], dict[str, Charge]] = {}
+        self.charged: set[tuple[int, str, str]] = set()
+        "(service, period, metric) of every charge in self.plans."
         self.closed: set[str] = set()
 
     async def load(self, session: AsyncSession, pairs: set[tuple[int, str]]) -> None:
         for service_id, period in pairs - self.plans.keys():
             plan = await catalog.plan_for(session, self.network.id, service_id, period)
-            self.plans[(service_id, period)] = {c.metric: c for c in catalog.charges_of(plan)}
+            charges = self.plans[(service_id, period)] = {c.metric: c for c in catalog.charges_of(plan)}
+            self.charged.update((service_id, period, metric) for metric in charges)
 
     def charge(self, service_id: int, period: str, metric: str) -> Charge | None:
         return self.plans.get((service_id, period), {}).get(metric)
@@ -454,24 +457,26 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
         items = [preparer.prepare(item, index) for index, item in enumerate(items)]
 
     checked: list[tuple[int, Prepared]] = []
+    usable = ctx.usable
     for index, item in enumerate(items):
-        if index in overflowing:
-            results[index] = overflowing[index]
-        elif ctx.usable(item):
+        if usable(item):
             checked.append((index, item))
         else:
             results[index] = ItemResult("REJECTED", problems=ctx.problems(item, index))
+    if overflowing:
+        checked = [entry for entry in checked if entry[0] not in overflowing]
+        for index, result in overflowing.items():
+            results[index] = result
     await ctx.load(session, {(item.service_id, item.period) for _, item in checked})
-    valid: list[tuple[int, Prepared]] = []
-    for entry in checked:
-        index, item = entry
-        if ctx.charge(item.service_id, item.period, item.metric) is None:
-            results[index] = ItemResult(
-                "REJECTED",
-                problems=[Problem(("events", str(index), "metric"), "UNKNOWN_METRIC", f"the service does not charge {item.metric!r} in {item.period}")],
-            )
-        else:
-            valid.append(entry)
+    charged = ctx.charged
+    valid = [entry for entry in checked if (entry[1].service_id, entry[1].period, entry[1].metric) in charged]
+    if len(valid) < len(checked):
+        for index, item in checked:
+            if (item.service_id, item.period, item.metric) not in charged:
+                results[index] = ItemResult(
+                    "REJECTED",
+                    problems=[Problem(("events", str(index), "metric"), "UNKNOWN_METRIC", f"the service does not charge {item.metric!r} in {item.period}")],
+                )
 
     fresh, written = await _claim_keys(connection, network.id, valid, services, results)
     try:
@@ -498,10 +503,13 @@ async def _correct_closed(session: AsyncSession, ctx: _Context, changed: list) -
         await settlement.book_corrections(session, ctx.network, services, period)
 
 
-def _chunks(rows: list, size: int = 1000):
-    """Bound the parameters of one statement (PostgreSQL takes at most 32,767)."""
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+_CHUNK = 1000
+"Rows per statement: bounds its parameters (PostgreSQL takes at most 32,767)."
+
+
+def _chunks(rows: list):
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
 
 
 # The hot path speaks SQLAlchemy Core: fixed statements run as executemany (compiled once and
@@ -740,11 +748,13 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
     nothing, not even its consumer. Returns the accepted events, and the inserts still running
     (_insert_events) or None."""
+    keys = dict.fromkeys([item.idempotency_key for _, item in valid])
+    "The batch's keys, each once."
+    stored = await _events_by_key(connection, network_id, await _keys_taken(connection, network_id, list(keys)))
     first_of_key: dict[str, int] = {}
-    for index, item in valid:
-        first_of_key.setdefault(item.idempotency_key, index)
-    stored = await _events_by_key(connection, network_id, await _keys_taken(connection, network_id, list(first_of_key)))
-    if stored or len(first_of_key) < len(valid):
+    if stored or len(keys) < len(valid):
+        for index, item in valid:
+            first_of_key.setdefault(item.idempotency_key, index)
         new = [(index, item) for index, item in valid if item.idempotency_key not in stored and first_of_key[item.idempotency_key] == index]
     else:  # the usual batch: every key new and sent once
         new = valid
@@ -752,24 +762,32 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new})
     statements = _statements(connection)
     recorded = statements.bind_time(utcnow())
+    ids = await _event_ids(connection, statements)
     rows = [
-        (network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
-         item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded)
-        for _, item in new
+        _new_event((event_id, network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
+                    item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded))
+        for event_id, (_, item) in zip(ids, new)
     ]
     inserted, written = await _insert_events(connection, statements, rows)
+    if new is valid and len(inserted) == len(rows):  # the usual batch: every item accepted
+        for (index, _), event in zip(valid, inserted):
+            results[index] = ItemResult("ACCEPTED", event)
+        return inserted, written
+    by_key = {event.idempotency_key: event for event in inserted}
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
-    late = sorted(first_of_key.keys() - stored.keys() - inserted.keys())
+    late = sorted(keys.keys() - stored.keys() - by_key.keys())
     if late:
         stored.update(await _events_by_key(connection, network_id, late))
-    first_items = dict(valid) if len(first_of_key) < len(valid) else {}
+    if not first_of_key:
+        first_of_key = {item.idempotency_key: index for index, item in valid}
+    first_items = dict(valid) if len(keys) < len(valid) else {}
     "Items by index, for the keys sent twice in the batch."
     bind = statements.bind_time
     fresh = []
     for index, item in valid:
         key = item.idempotency_key
         first = first_of_key[key]
-        event = inserted.get(key)
+        event = by_key.get(key)
         if event is not None:
             if first == index:
                 results[index] = ItemResult("ACCEPTED", event)
@@ -789,8 +807,17 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     return fresh, written
 
 
-async def _insert_events(connection: AsyncConnection, statements: "_Statements", rows: list[tuple]) -> tuple[dict[str, NewEvent], asyncio.Future | None]:
-    """Insert the events (rows of _NEW_EVENT) whose keys are new: those inserted by key, and what
+async def _event_ids(connection: AsyncConnection, statements: "_Statements") -> Iterator[int | None]:
+    """The ids the batch's new events go in with: on SQLite the table's highest plus one, two,
+    and so on (see _insert_events); elsewhere None, the database numbers them."""
+    if not statements.numbers_events:
+        return repeat(None)
+    ((highest,),) = await _fetch(connection, statements.last_event_id, ())
+    return count((highest or 0) + 1)
+
+
+async def _insert_events(connection: AsyncConnection, statements: "_Statements", events: list[NewEvent]) -> tuple[list[NewEvent], asyncio.Future | None]:
+    """Insert the new events (with their ids from _event_ids): those inserted, in order, and what
     to await before the batch's savepoint ends (the inserts still running).
 
     SQLite: the batch holds the database's write lock (write_turn) from the look-up of its keys
@@ -800,10 +827,9 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     database writes them. The unique key still refuses a key stored twice.
     Elsewhere (PostgreSQL) concurrent batches write at once: the unique key decides, the ids
     come back with the keys inserted, and a key another batch took meanwhile is not among them."""
-    inserted: dict[str, NewEvent] = {}
-    if statements.numbers_events and rows:
-        ((highest,),) = await _fetch(connection, statements.last_event_id, ())
-        events = [_new_event((number, *row)) for number, row in enumerate(rows, (highest or 0) + 1)]
+    if statements.numbers_events:
+        if not events:
+            return events, None
         written = asyncio.gather(*(
             _fetch(connection, statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in _chunks(events)
         ))
@@ -812,24 +838,27 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
         except BaseException:
             written.cancel()  # cancelled: the batch's transaction is rolled back
             raise
-        for event in events:
-            inserted[event.idempotency_key] = event
-        return inserted, written
+        return events, written
+
+    inserted: list[NewEvent | None] = [None] * len(events)
+    "By the events' positions: RETURNING gives its rows in no set order."
 
     def take(returned: list, chunk: dict) -> None:
         for event_id, key in returned:
-            inserted[key] = _new_event((event_id, *chunk[key]))
+            position = chunk[key]
+            inserted[position] = _new_event((event_id, *events[position][1:]))
 
     # Pipelined: while one chunk's INSERT runs in the database server, this thread builds the
     # next chunk's rows and takes in the ids of the one before. One statement at a time all the
     # same, in this transaction, on the driver's connection.
     running: tuple[asyncio.Future, dict] | None = None
     try:
-        for chunk in _chunks(rows):
-            keyed = {row[3]: row for row in chunk}  # by idempotency_key, the fourth of _NEW_EVENT
+        for start in range(0, len(events), _CHUNK):
+            chunk = events[start : start + _CHUNK]
+            positions = {event.idempotency_key: position for position, event in enumerate(chunk, start)}
             done = None if running is None else (await running[0], running[1])
-            insert = _fetch(connection, statements.new_events(len(keyed)), tuple(chain.from_iterable(keyed.values())))
-            running = (asyncio.ensure_future(insert), keyed)
+            values = tuple(chain.from_iterable(event[1:] for event in chunk))  # without the id
+            running = (asyncio.ensure_future(_fetch(connection, statements.new_events(len(chunk)), values)), positions)
             await asyncio.sleep(0)  # the INSERT is handed to the driver before this thread goes on
             if done is not None:
                 take(*done)
@@ -839,7 +868,7 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     finally:
         if running is not None:
             running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
-    return inserted, None
+    return [event for event in inserted if event is not None], None
 
 
 async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[tuple]) -> dict[tuple, list[int]]:
@@ -877,25 +906,31 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     connection = await session.connection()
     statements = _statements(connection)
     deltas: dict[tuple, list[int]] = {}
-    service_usage: dict[tuple[str, int, str], list[int]] = {}
     for period, service_id, consumer_id, metric, quantity, sign in changes:
         key = (period, service_id, consumer_id, metric)
         delta = deltas.get(key)
         if delta is None:
-            delta = deltas[key] = [0, 0, 0, 0, 0, 0]
-        delta[0] += sign
-        delta[1] += sign * quantity
-        totals = service_usage.get((period, service_id, metric))
-        if totals is None:
-            totals = service_usage[(period, service_id, metric)] = [0, 0, is_clamped(ctx.charge(service_id, period, metric))]
-        totals[0] += sign
-        totals[1] += sign * quantity
-        if totals[2]:
-            one = add_event(ctx.charge(service_id, period, metric), LineUsage.empty(), from_micros(quantity), sign)
-            delta[2] += one.min_events
-            delta[3] += one.max_events
-            delta[4] += one.mid_events
-            delta[5] += to_micros(one.mid_quantity)
+            deltas[key] = [sign, sign * quantity, 0, 0, 0, 0]
+        else:
+            delta[0] += sign
+            delta[1] += sign * quantity
+    metrics = {(period, service_id, metric) for period, service_id, _, metric in deltas}
+    clamped = {key for key in metrics if is_clamped(ctx.charge(key[1], key[0], key[2]))}
+    if clamped:  # an event's share of the min/max/mid counts depends on its own quantity
+        for period, service_id, consumer_id, metric, quantity, sign in changes:
+            if (period, service_id, metric) in clamped:
+                one = add_event(ctx.charge(service_id, period, metric), LineUsage.empty(), from_micros(quantity), sign)
+                delta = deltas[(period, service_id, consumer_id, metric)]
+                delta[2] += one.min_events
+                delta[3] += one.max_events
+                delta[4] += one.mid_events
+                delta[5] += to_micros(one.mid_quantity)
+    service_usage = {key: [0, 0] for key in metrics}
+    "(events, quantity) by (period, service, metric): the sums of the lines' deltas."
+    for (period, service_id, _, metric), delta in deltas.items():
+        totals = service_usage[(period, service_id, metric)]
+        totals[0] += delta[0]
+        totals[1] += delta[1]
 
     # Lines are locked in one order; missing ones are created empty first (in key order) and
     # then locked: concurrent writers on PostgreSQL wait for each other instead of losing an
@@ -937,7 +972,7 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     await connection.exec_driver_sql(
         statements.add_service_usage,
         [(network.id, period, service_id, metric, events, quantity)
-         for (period, service_id, metric), (events, quantity, _) in sorted(service_usage.items())],
+         for (period, service_id, metric), (events, quantity) in sorted(service_usage.items())],
     )
     await connection.exec_driver_sql(
         statements.add_service_revenue,
@@ -953,10 +988,10 @@ async def _service_totals(connection: AsyncConnection, network_id: int, periods:
     revenue_totals: dict[tuple[str, int], int] = {}
     ids = sorted(service_ids)
     for period in sorted(periods):
-        for service_id, metric, count, quantity in await _fetch(
+        for service_id, metric, event_count, quantity in await _fetch(
             connection, statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)
         ):
-            usage_totals[(period, service_id, metric)] = (count, quantity)
+            usage_totals[(period, service_id, metric)] = (event_count, quantity)
         for service_id, amount in await _fetch(
             connection, statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)
         ):
