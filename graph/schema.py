@@ -20,7 +20,7 @@ from graph.mutations.end_agreement import end_agreement
 from graph.mutations.issue_api_key import ApiKeyPayload, issue_api_key
 from graph.mutations.onboard_partner import OnboardPartnerPayload, onboard_partner
 from graph.mutations.revoke_api_key import revoke_api_key
-from graph.mutations.record_usage import RecordUsagePayload, record_usage
+from graph.mutations.record_usage import RecordUsagePayload, record_usage, resolve_coerced
 from graph.mutations.void_usage import VoidUsagePayload, void_usage
 from graph.queries import Query as PartiesQuery
 from graph.scalars import DateTimeScalar, DecimalScalar
@@ -103,3 +103,7 @@ schema = strawberry.Schema(
         lambda: ValidationCache(maxsize=512),
     ],
 )
+
+# recordUsage receives its events as graphql-core coerced them, without strawberry's per-item
+# conversion (see resolve_coerced); the schema's types are unchanged.
+schema._schema.mutation_type.fields["recordUsage"].resolve = resolve_coerced

@@ -1,7 +1,10 @@
 import strawberry
+from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+
+from graphql import GraphQLResolveInfo
 
 from app.errors import DomainError
 from app.observability import USAGE_EVENTS
@@ -57,20 +60,9 @@ class RecordUsagePayload:
     errors: list[UserError] = strawberry.field(default_factory=list, description="Errors about the batch as a whole.")
 
 
-def _usage_item(cls, value, context) -> usage.UsageItem:
-    """UsageInput's `from_input` hook: graphql-core's coerced value (keyed by the GraphQL field
-    names, quantity and occurredAt already a Decimal and a datetime) straight to the use-case's
-    item, through the conversion the NDJSON endpoint and the importer use too. Strawberry's
-    default builds a UsageInput field by field, which cost about 40 ms per 1,000 events."""
-    return usage.item_from_row(value, service_row_id)
-
-
-# The schema (SDL) is unchanged: only how strawberry builds the Python value of the argument.
-UsageInput.__strawberry_definition__.from_input = _usage_item
-
-
 async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePayload:
-    # `events` holds usage.UsageItem values (see _usage_item), declared as UsageInput for the schema.
+    """The field as the schema declares it. It runs through resolve_coerced, which hands it the
+    events as usage.UsageItem values and graphql-core's own `info` (the context is the same)."""
     principal = info.context.party_principal()
     if len(events) > usage.MAX_BATCH:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
@@ -100,3 +92,13 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
             for index, result in enumerate(recorded.results)
         ],
     )
+
+
+def resolve_coerced(_root, info: GraphQLResolveInfo, events: list[dict]) -> Awaitable[RecordUsagePayload]:
+    """recordUsage's resolver in the executable schema (graph.schema): the events as graphql-core
+    coerced them (keyed by the GraphQL field names, quantity and occurredAt already a Decimal and
+    a datetime) go to the use-case's items through the conversion the NDJSON endpoint and the
+    importer use too. Strawberry's own conversion walks each item through its generic dispatch
+    first, about 6 µs per event (a seventh of the server's time per event), for a field whose
+    resolver has no permission classes, extensions or handlers for it to apply."""
+    return record_usage(info, [usage.item_from_row(event, service_row_id) for event in events])

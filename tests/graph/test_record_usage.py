@@ -188,3 +188,18 @@ async def test_usage_events_are_consumer_data_hidden_from_other_partners(api, mo
     assert (await api.data(EVENTS, key=mobility.fleetcare.key))["usageEvents"]["edges"] == []
     hidden = (await api.data(REVENUE, {"id": mobility.service_id}, mobility.fleetcare.key))["service"]
     assert hidden == {"revenue": None}
+
+
+async def test_events_written_in_the_document_are_recorded_like_variables(api, mobility):
+    """Literals reach the resolver as graphql-core coerced them, as variables do: a Decimal
+    quantity, an aware occurredAt, a service id to decode."""
+    at = datetime.now(UTC).replace(microsecond=0).isoformat()
+    document = f"""mutation {{ recordUsage(events: [
+      {{idempotencyKey: "lit-1", serviceId: "{mobility.service_id}", consumerRef: "alice", metric: "minutes", quantity: "30", occurredAt: "{at}"}},
+      {{idempotencyKey: "lit-2", serviceId: "{mobility.service_id}", consumerRef: "alice", metric: "minutes", quantity: "-1", occurredAt: "{at}"}}
+    ]) {{ accepted rejected results {{ status event {{ quantity }} errors {{ field code }} }} }} }}"""
+    payload = (await api.data(document, {}, mobility.citycar.key))["recordUsage"]
+    assert (payload["accepted"], payload["rejected"]) == (1, 1)
+    assert payload["results"][0] == {"status": "ACCEPTED", "event": {"quantity": "30"}, "errors": []}
+    assert payload["results"][1]["errors"] == [{"field": ["events", "1", "quantity"], "code": "INVALID"}]
+    assert await revenue(api, mobility) == "8.70"
