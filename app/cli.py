@@ -102,21 +102,26 @@ async def _close_period(period: str, api_key: str) -> dict:
 async def _import_usage(path: str, api_key: str, progress: bool) -> dict:
     from dataclasses import asdict
 
-    from app.importer import import_usage
+    from app.importer import Reader, import_usage
     from graph.ids import service_row_id
 
-    rt = _runtime()
+    # The reader first: it reads the file while the database layer is imported and the key checked.
+    reader = Reader(Path(path), service_row_id)
     try:
-        principal = await _principal(rt, api_key)
+        rt = _runtime()
         try:
-            report = await import_usage(rt, principal, Path(path), service_row_id, progress)
-        except (OSError, UnicodeDecodeError) as error:
-            raise SystemExit(
-                f"cannot read {path}: {error}; the rows before it that were recorded stay recorded, "
-                "and a re-run of the mended file doubles none of them"
-            ) from None
+            principal = await _principal(rt, api_key)
+            try:
+                report = await import_usage(rt, principal, Path(path), service_row_id, progress, reader)
+            except (OSError, UnicodeDecodeError) as error:
+                raise SystemExit(
+                    f"cannot read {path}: {error}; the rows before it that were recorded stay recorded, "
+                    "and a re-run of the mended file doubles none of them"
+                ) from None
+        finally:
+            await rt.close()
     finally:
-        await rt.close()
+        reader.close()
     return asdict(report)
 
 

@@ -7,7 +7,7 @@ status ACCEPTED, DUPLICATE or REJECTED and errors as `{"field", "code", "message
 as recordUsage gives it, `["events", "<index>", "quantity"]`, the index counting the whole body),
 then one closing line `{"accepted", "duplicates", "rejected"}`.
 
-Same semantics as `recordUsage`: the same conversion of an item (usage.item_from_row, shared with
+Same semantics as `recordUsage`: the same conversion of an item (usage_input.item_from_row, shared with
 the importer), validation, idempotency and access (app.services.usage.record_usage), the same
 body-size limit and the same rate limit per key (one request takes one token). Items are recorded
 in batches of at most MAX_BATCH, each committed before its results are streamed (on SQLite,
@@ -24,7 +24,7 @@ from app.errors import DomainError, Problem
 from app.limits import LimitExceeded, bucket_of, limit_body
 from app.observability import USAGE_EVENTS
 from app.runtime import Runtime
-from app.services import usage
+from app.services import usage, usage_input
 from graph.ids import service_row_id, to_global_id
 
 MEDIA_TYPE = "application/x-ndjson"
@@ -89,20 +89,20 @@ async def usage_ndjson(request: Request):
         for start in range(0, len(lines), BATCH):
             before = dict(counts)
             out: list[str | None] = [None] * min(BATCH, len(lines) - start)
-            items: list[usage.UsageItem] = []
+            items: list[usage_input.UsageItem] = []
             positions: list[int] = []
             for offset, raw in enumerate(lines[start : start + BATCH]):
                 try:
                     text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes bytes
                 except UnicodeDecodeError:
                     text = ""
-                row = usage.row_from_json(text)
+                row = usage_input.row_from_json(text)
                 if row is None:
                     index = start + offset
-                    out[offset] = _line(index, "REJECTED", None, _problems([usage.row_problem(index)], index))
+                    out[offset] = _line(index, "REJECTED", None, _problems([usage_input.row_problem(index)], index))
                     counts["REJECTED"] += 1
                     continue
-                items.append(usage.item_from_row(row, service_row_id))
+                items.append(usage_input.item_from_row(row, service_row_id))
                 positions.append(offset)
             if items:
                 try:

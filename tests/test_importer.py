@@ -115,3 +115,14 @@ async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops
     with pytest.raises(UnicodeDecodeError):
         await import_usage(rt, principal, path, service_row_id, progress=False)
     assert await stored(rt, service_row_id(mobility.service_id)) == (FIRST_BATCH, FIRST_BATCH)
+
+
+def test_the_reader_starts_before_the_database_layer_is_imported():
+    """The command forks its reader first (app.importer.Reader), so that the file is read while
+    SQLAlchemy and the models load: the importer's module must not pull them in."""
+    import subprocess
+    import sys
+
+    probe = "import sys, app.importer, app.cli; print(sorted(m for m in ('sqlalchemy', 'models', 'app.services.usage') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -6,117 +6,32 @@ service's revenue (the root pool), so that live flows and statements never resca
 """
 
 import asyncio
-import json
-import re
 import weakref
 from collections import Counter, defaultdict, namedtuple
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache, partial
 from itertools import chain, count, repeat
-from typing import NamedTuple
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent, from_micros, to_micros
-from app.billing.periods import PeriodError, period_bounds, period_of
 from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_line
 from app.db import write_turn
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
-from app.services.usage_input import quantity_micros
+from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time, printable
 from models import Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 from models.types import utcnow
 
 MAX_BATCH = 5000
 STATUSES = ("ACCEPTED", "DUPLICATE", "REJECTED")
 "An item's outcome."
-KEY_MAX = 200
 MAX_TOTAL = 2**63 - 1
-_CONTROL = re.compile("[\x00-\x1f]")
-
-
-class UsageItem(NamedTuple):
-    """One event as the caller sent it; a tuple, cheap to build by the thousand."""
-
-    idempotency_key: str
-    service_id: int | None
-    "None when the caller's id did not decode: reported NOT_FOUND like an unknown service."
-    consumer_ref: str
-    metric: str
-    quantity: Decimal
-    occurred_at: datetime
-
-
-FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
-"The keys of a usage item as it arrives (GraphQL's UsageInput, an NDJSON line, a CSV header)."
-
-_decode_json = json.JSONDecoder(parse_float=Decimal).decode
-"One decoder for every line, where json.loads with parse_float would build one per call."
-
-
-def row_from_json(line: str) -> dict | None:
-    """An NDJSON line as a raw row (numbers with a fraction kept exact), or None when the line is
-    not a JSON object: such a line is rejected on its own (row_problem), the others recorded."""
-    try:
-        row = _decode_json(line)
-    except ValueError:
-        return None
-    return row if type(row) is dict else None
-
-
-def row_problem(index: int, message: str = "not a JSON object") -> Problem:
-    """The one problem of a row that is not a usage item at all (bad JSON, wrong CSV columns):
-    INVALID on the row's own path, as the NDJSON endpoint and the import report it."""
-    return Problem(("events", str(index)), "INVALID", message)
-
-
-def item_from_row(row, decode_service) -> UsageItem:
-    """A raw usage row (keyed by FIELDS) as a UsageItem: the one conversion shared by recordUsage,
-    the NDJSON endpoint and the bulk import. Values may be already typed (GraphQL's coerced Decimal
-    and datetime) or text and numbers (NDJSON, CSV); a value that does not parse becomes one the
-    use-case refuses with that field's path. `decode_service` turns the service's global id into
-    its row id, or None."""
-    get = row.get
-    quantity = get("quantity")
-    if type(quantity) is not Decimal:
-        if type(quantity) is int:
-            quantity = Decimal(quantity)
-        else:
-            try:
-                quantity = Decimal(str("" if quantity is None else quantity).strip())
-            except InvalidOperation:
-                quantity = Decimal("NaN")
-    occurred = get("occurredAt")
-    if not isinstance(occurred, datetime):
-        try:
-            occurred = datetime.fromisoformat(str("" if occurred is None else occurred).strip().replace("Z", "+00:00"))
-        except ValueError:
-            occurred = datetime.min
-    if occurred.tzinfo is not None and occurred.utcoffset() is not None:
-        # In UTC once: every later comparison and conversion is then a plain one (a time that
-        # GraphQL's DateTime left to dateutil carries a zone object written in Python).
-        try:
-            occurred = occurred.astimezone(UTC)
-        except OverflowError:  # before year 1 in UTC: as early as a time can be, refused as such
-            occurred = datetime.min.replace(tzinfo=UTC)
-    key = get("idempotencyKey")
-    ref = get("consumerRef")
-    metric = get("metric")
-    service = get("serviceId")
-    return UsageItem(
-        key if type(key) is str else str(key or ""),
-        decode_service(service if type(service) is str else str(service or "")),
-        ref if type(ref) is str else str(ref or ""),
-        metric if type(metric) is str else str(metric or ""),
-        quantity,
-        occurred,
-    )
 
 
 @dataclass(slots=True)
@@ -155,73 +70,6 @@ def may_record(principal: Principal, service: Service) -> bool:
     return principal.network_id == service.network_id and (
         principal.is_owner or principal.party_id == service.provider_id
     )
-
-
-class Prepared(NamedTuple):
-    """A usage item once the checks that need only the item and its network's time zone are done
-    (Preparer.prepare), with the values its event row is written with. The bulk import prepares
-    items in its reader process, beside the writer; recordUsage prepares them in the batch."""
-
-    idempotency_key: str
-    service_id: int | None
-    consumer_ref: str
-    metric: str
-    quantity: int
-    "In millionths; 0 when the quantity is invalid."
-    occurred_at: object
-    "As the column binds it (bind_time): compared as bound, with bounds bound alike. None without a time zone."
-    period: str | None
-    "The period occurred_at falls in (\"\", before every period, where the zone's year leaves 1..9999); None without a time zone."
-    problems: tuple[Problem, ...]
-    "The item's own problems; the batch adds those of its service and its time (_Context.problems)."
-
-
-class Preparer:
-    """Prepares the items of one network (its time zone) for one database (how times bind)."""
-
-    def __init__(self, time_zone: str, dialect_name: str) -> None:
-        self.zone = time_zone
-        self.bind_time = bind_time(dialect_name)
-        self._period: tuple[datetime, datetime, str] | None = None
-
-    def period_of(self, occurred: datetime) -> str:
-        """periods.period_of, answered from the bounds of the last period found while the items
-        fall in it (most do): a comparison instead of a time-zone conversion."""
-        known = self._period
-        if known is not None and known[0] <= occurred < known[1]:
-            return known[2]
-        try:
-            key = period_of(occurred, self.zone)
-        except OverflowError:  # beyond year 1 or 9999 in the zone: refused as before the first period or in the future
-            return ""
-        try:
-            start, end = period_bounds(key, self.zone)
-        except (PeriodError, OverflowError):  # before 1970 or in 9999-12: no bounds; refused all the same
-            return key
-        if period_of(start, self.zone) == key == period_of(end - timedelta(microseconds=1), self.zone):
-            self._period = (start, end, key)
-        return key
-
-    def prepare(self, item: UsageItem, index: int) -> Prepared:
-        """`index`: the item's position in its batch, which its problems' paths name."""
-        problems: list[Problem] = []
-        if not _printable(item.idempotency_key):
-            problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
-        if not _printable(item.consumer_ref):
-            problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
-        micros = 0
-        try:
-            micros = quantity_micros(item.quantity)
-        except DomainError as error:
-            problems.extend(Problem(("events", str(index), "quantity"), p.code, p.message) for p in error.problems)
-        occurred = item.occurred_at
-        if occurred.tzinfo is None or occurred.utcoffset() is None:
-            problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "must carry a time zone"))
-            bound = period = None
-        else:
-            bound = self.bind_time(occurred)
-            period = self.period_of(occurred)
-        return Prepared(item.idempotency_key, item.service_id, item.consumer_ref, item.metric, micros, bound, period, tuple(problems))
 
 
 async def preparer_for(rt: Runtime, principal: Principal) -> Preparer:
@@ -285,15 +133,6 @@ class _Context:
                 problems.append(Problem(("events", str(index), "occurredAt"), "BEFORE_FIRST_PERIOD", f"lies before the first period {self.first_period}"))
         problems.sort(key=lambda problem: _FIELD_ORDER[problem.path[2]])
         return problems
-
-
-def _printable(value: str) -> bool:
-    """A key or reference: 1 to KEY_MAX characters, not blank, no control characters."""
-    return (
-        0 < len(value) <= KEY_MAX
-        and not value.isspace()
-        and (value.isprintable() or not _CONTROL.search(value))  # isprintable: no control characters, fast
-    )
 
 
 def _same_payload(event: "StoredEvent", item: Prepared, consumer_ref: str, bind) -> bool:
@@ -559,15 +398,6 @@ class NewEvent(namedtuple("NewEventRow", ("id", *_NEW_EVENT))):
 
 _new_event = partial(tuple.__new__, NewEvent)
 "NewEvent from a tuple of its fields, without NamedTuple's own constructor (a Python function)."
-
-
-def bind_time(dialect_name: str) -> Callable[[datetime], object]:
-    """An aware time as a UTCDateTime column binds it (SQLite: UTC text to the microsecond, which
-    sorts as the times do; PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of
-    processing per event. Tests hold it to the column type's own processor."""
-    if dialect_name == "sqlite":
-        return lambda at: at.astimezone(UTC).isoformat(" ", "microseconds")[:26]  # the text before "+00:00"
-    return lambda at: at.astimezone(UTC)
 
 
 def _time_of(bound) -> datetime:
@@ -1030,7 +860,7 @@ def _overflowing(ctx: _Context, changes, lines, usage_totals, revenue_totals, ex
 
 async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) -> UsageEvent:
     """The event stops counting; its line, the service's usage and revenue follow at once."""
-    if not _printable(idempotency_key):
+    if not printable(idempotency_key):
         raise not_found("usage event", "idempotencyKey")
     async with rt.sessions() as session, write_turn(session):
         event = await session.scalar(

@@ -1,10 +1,20 @@
-"""Checks of usage quantities, shared by quote and recordUsage."""
+"""A usage item as it arrives, and the checks that need neither the database nor the network's
+services: shared by recordUsage, /usage.ndjson, the bulk import and quote. Light on purpose: the
+import's reader process forks before the database layer is imported (app/importer.py)."""
 
-from decimal import Decimal
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from app.billing.money import EXACT, QUANTITY_PLACES
-from app.errors import DomainError
+from app.billing.periods import PeriodError, period_bounds, period_of
+from app.errors import DomainError, Problem
 
+KEY_MAX = 200
+_CONTROL = re.compile("[\x00-\x1f]")
 MAX_QUANTITY = Decimal(10) ** 9
 
 
@@ -29,3 +39,166 @@ def check_quantity(quantity: Decimal, *path: str) -> Decimal:
     """The quantity, once quantity_micros has found nothing wrong with it."""
     quantity_micros(quantity, *path)
     return quantity
+
+
+class UsageItem(NamedTuple):
+    """One event as the caller sent it; a tuple, cheap to build by the thousand."""
+
+    idempotency_key: str
+    service_id: int | None
+    "None when the caller's id did not decode: reported NOT_FOUND like an unknown service."
+    consumer_ref: str
+    metric: str
+    quantity: Decimal
+    occurred_at: datetime
+
+
+FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
+"The keys of a usage item as it arrives (GraphQL's UsageInput, an NDJSON line, a CSV header)."
+
+_decode_json = json.JSONDecoder(parse_float=Decimal).decode
+"One decoder for every line, where json.loads with parse_float would build one per call."
+
+
+def row_from_json(line: str) -> dict | None:
+    """An NDJSON line as a raw row (numbers with a fraction kept exact), or None when the line is
+    not a JSON object: such a line is rejected on its own (row_problem), the others recorded."""
+    try:
+        row = _decode_json(line)
+    except ValueError:
+        return None
+    return row if type(row) is dict else None
+
+
+def row_problem(index: int, message: str = "not a JSON object") -> Problem:
+    """The one problem of a row that is not a usage item at all (bad JSON, wrong CSV columns):
+    INVALID on the row's own path, as the NDJSON endpoint and the import report it."""
+    return Problem(("events", str(index)), "INVALID", message)
+
+
+def item_from_row(row, decode_service) -> UsageItem:
+    """A raw usage row (keyed by FIELDS) as a UsageItem: the one conversion shared by recordUsage,
+    the NDJSON endpoint and the bulk import. Values may be already typed (GraphQL's coerced Decimal
+    and datetime) or text and numbers (NDJSON, CSV); a value that does not parse becomes one the
+    use-case refuses with that field's path. `decode_service` turns the service's global id into
+    its row id, or None."""
+    get = row.get
+    quantity = get("quantity")
+    if type(quantity) is not Decimal:
+        if type(quantity) is int:
+            quantity = Decimal(quantity)
+        else:
+            try:
+                quantity = Decimal(str("" if quantity is None else quantity).strip())
+            except InvalidOperation:
+                quantity = Decimal("NaN")
+    occurred = get("occurredAt")
+    if not isinstance(occurred, datetime):
+        try:
+            occurred = datetime.fromisoformat(str("" if occurred is None else occurred).strip().replace("Z", "+00:00"))
+        except ValueError:
+            occurred = datetime.min
+    if occurred.tzinfo is not None and occurred.utcoffset() is not None:
+        # In UTC once: every later comparison and conversion is then a plain one (a time that
+        # GraphQL's DateTime left to dateutil carries a zone object written in Python).
+        try:
+            occurred = occurred.astimezone(UTC)
+        except OverflowError:  # before year 1 in UTC: as early as a time can be, refused as such
+            occurred = datetime.min.replace(tzinfo=UTC)
+    key = get("idempotencyKey")
+    ref = get("consumerRef")
+    metric = get("metric")
+    service = get("serviceId")
+    return UsageItem(
+        key if type(key) is str else str(key or ""),
+        decode_service(service if type(service) is str else str(service or "")),
+        ref if type(ref) is str else str(ref or ""),
+        metric if type(metric) is str else str(metric or ""),
+        quantity,
+        occurred,
+    )
+
+
+class Prepared(NamedTuple):
+    """A usage item once the checks that need only the item and its network's time zone are done
+    (Preparer.prepare), with the values its event row is written with. The bulk import prepares
+    items in its reader process, beside the writer; recordUsage prepares them in the batch."""
+
+    idempotency_key: str
+    service_id: int | None
+    consumer_ref: str
+    metric: str
+    quantity: int
+    "In millionths; 0 when the quantity is invalid."
+    occurred_at: object
+    "As the column binds it (bind_time): compared as bound, with bounds bound alike. None without a time zone."
+    period: str | None
+    "The period occurred_at falls in (\"\", before every period, where the zone's year leaves 1..9999); None without a time zone."
+    problems: tuple[Problem, ...]
+    "The item's own problems; the batch adds those of its service and its time (_Context.problems)."
+
+
+class Preparer:
+    """Prepares the items of one network (its time zone) for one database (how times bind)."""
+
+    def __init__(self, time_zone: str, dialect_name: str) -> None:
+        self.zone = time_zone
+        self.bind_time = bind_time(dialect_name)
+        self._period: tuple[datetime, datetime, str] | None = None
+
+    def period_of(self, occurred: datetime) -> str:
+        """periods.period_of, answered from the bounds of the last period found while the items
+        fall in it (most do): a comparison instead of a time-zone conversion."""
+        known = self._period
+        if known is not None and known[0] <= occurred < known[1]:
+            return known[2]
+        try:
+            key = period_of(occurred, self.zone)
+        except OverflowError:  # beyond year 1 or 9999 in the zone: refused as before the first period or in the future
+            return ""
+        try:
+            start, end = period_bounds(key, self.zone)
+        except (PeriodError, OverflowError):  # before 1970 or in 9999-12: no bounds; refused all the same
+            return key
+        if period_of(start, self.zone) == key == period_of(end - timedelta(microseconds=1), self.zone):
+            self._period = (start, end, key)
+        return key
+
+    def prepare(self, item: UsageItem, index: int) -> Prepared:
+        """`index`: the item's position in its batch, which its problems' paths name."""
+        problems: list[Problem] = []
+        if not printable(item.idempotency_key):
+            problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+        if not printable(item.consumer_ref):
+            problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+        micros = 0
+        try:
+            micros = quantity_micros(item.quantity)
+        except DomainError as error:
+            problems.extend(Problem(("events", str(index), "quantity"), p.code, p.message) for p in error.problems)
+        occurred = item.occurred_at
+        if occurred.tzinfo is None or occurred.utcoffset() is None:
+            problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "must carry a time zone"))
+            bound = period = None
+        else:
+            bound = self.bind_time(occurred)
+            period = self.period_of(occurred)
+        return Prepared(item.idempotency_key, item.service_id, item.consumer_ref, item.metric, micros, bound, period, tuple(problems))
+
+
+def printable(value: str) -> bool:
+    """A key or reference: 1 to KEY_MAX characters, not blank, no control characters."""
+    return (
+        0 < len(value) <= KEY_MAX
+        and not value.isspace()
+        and (value.isprintable() or not _CONTROL.search(value))  # isprintable: no control characters, fast
+    )
+
+
+def bind_time(dialect_name: str) -> Callable[[datetime], object]:
+    """An aware time as a UTCDateTime column binds it (SQLite: UTC text to the microsecond, which
+    sorts as the times do; PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of
+    processing per event. Tests hold it to the column type's own processor."""
+    if dialect_name == "sqlite":
+        return lambda at: at.astimezone(UTC).isoformat(" ", "microseconds")[:26]  # the text before "+00:00"
+    return lambda at: at.astimezone(UTC)

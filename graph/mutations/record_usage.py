@@ -8,7 +8,7 @@ from graphql import GraphQLResolveInfo
 
 from app.errors import DomainError
 from app.observability import USAGE_EVENTS
-from app.services import usage
+from app.services import usage, usage_input
 from graph.context import Info
 from graph.errors import UserError, user_errors
 from graph.ids import service_row_id
@@ -62,7 +62,7 @@ class RecordUsagePayload:
 
 async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePayload:
     """The field as the schema declares it. It runs through resolve_coerced, which hands it the
-    events as usage.UsageItem values and graphql-core's own `info` (the context is the same)."""
+    events as usage_input.UsageItem values and graphql-core's own `info` (the context is the same)."""
     principal = info.context.party_principal()
     if len(events) > usage.MAX_BATCH:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
@@ -101,4 +101,4 @@ def resolve_coerced(_root, info: GraphQLResolveInfo, events: list[dict]) -> Awai
     importer use too. Strawberry's own conversion walks each item through its generic dispatch
     first, about 6 µs per event (a seventh of the server's time per event), for a field whose
     resolver has no permission classes, extensions or handlers for it to apply."""
-    return record_usage(info, [usage.item_from_row(event, service_row_id) for event in events])
+    return record_usage(info, [usage_input.item_from_row(event, service_row_id) for event in events])
