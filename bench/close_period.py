@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
-from bench.common import VENV_BIN, Config, Row, Section, fmt_int, median
+from bench.common import SEED_CONSUMER_BLOCKS, VENV_BIN, Config, Row, Section, fmt_int, median
 
 TITLE = "Settlement: `closePeriod` on a loaded period"
 SERVICES = 20
@@ -159,6 +159,7 @@ def seed_usage(path, net: dict, period: str, n_events: int, n_consumers: int) ->
             db.executemany(
                 "INSERT INTO usage_events (network_id, service_id, consumer_id, idempotency_key, metric, quantity, "
                 "occurred_at, period, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.execute(SEED_CONSUMER_BLOCKS)
         plans = {}
         for service, charges in db.execute(
             "SELECT service_id, charges FROM price_plans WHERE network_id = ? AND effective_from <= ? AND "

@@ -23,6 +23,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out"  # git-ignored: logs, quick results
 VENV_BIN = Path(sys.executable).parent
+SEED_CONSUMER_BLOCKS = (
+    "INSERT OR IGNORE INTO consumer_blocks (network_id, consumer_id, id_block) "
+    "SELECT DISTINCT network_id, consumer_id, id_block FROM usage_events"
+)
+"After events seeded straight into usage_events: the blocks of ids the app notes as it records them."
 KEY_PACKAGES = ["strawberry-graphql", "graphql-core", "starlette", "uvicorn", "sqlalchemy", "aiosqlite", "uvloop", "httptools"]
 
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import httpx
 
-from bench.common import OUT_DIR, VENV_BIN, Config, Row, Section, cpu_seconds, fmt_int, median, serve
+from bench.common import OUT_DIR, SEED_CONSUMER_BLOCKS, VENV_BIN, Config, Row, Section, cpu_seconds, fmt_int, median, serve
 
 TITLE = "Usage: `recordUsage` over HTTP, the bulk import, and a loaded period"
 BATCH = 1000
@@ -199,6 +199,7 @@ def seed_period(setup: Setup, path, n: int) -> float:
                 totals = lines.setdefault((r[2], r[4]), [0, 0])
                 totals[0] += 1
                 totals[1] += r[5]
+        db.execute(SEED_CONSUMER_BLOCKS)
         (plan,) = db.execute(
             "SELECT charges FROM price_plans WHERE service_id = ? AND effective_from <= ? AND "
             "(effective_to IS NULL OR effective_to > ?)", (setup.service_id, setup.period, setup.period)

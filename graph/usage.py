@@ -6,17 +6,14 @@ from datetime import datetime
 from decimal import Decimal
 
 import strawberry
-from sqlalchemy import select
 
 from app.billing.money import from_micros
-from app.services import periods, settlement
-from app.services.access import consumer_data_services
+from app.services import settlement, usage_events
 from graph.context import Info
 from graph.ids import decode_optional, to_global_id
 from graph.pagination import encode_cursor, paginate
 from graph.types import Money, Node, PageInfo, Party, Service
 from graph.values import RevenueFlow
-from models import Service as ServiceRow
 from models import UsageEvent as UsageEventRow
 
 
@@ -116,20 +113,14 @@ class UsageQuery:
     ) -> UsageEventConnection:
         """Consumer-level data: for the owner, and the provider and billing party of each service."""
         principal = info.context.party_principal()
-        stmt = select(UsageEventRow).where(
-            UsageEventRow.network_id == principal.network_id,
-            UsageEventRow.service_id.in_(select(ServiceRow.id).where(consumer_data_services(principal))),
+        stmt, order = usage_events.events_query(
+            principal,
+            decode_optional(service_id, "Service", "serviceId"),
+            decode_optional(consumer_id, "Party", "consumerId"),
+            period,
         )
-        service = decode_optional(service_id, "Service", "serviceId")
-        consumer = decode_optional(consumer_id, "Party", "consumerId")
-        if service is not None:
-            stmt = stmt.where(UsageEventRow.service_id == service)
-        if consumer is not None:
-            stmt = stmt.where(UsageEventRow.consumer_id == consumer)
-        if period is not None:
-            stmt = stmt.where(UsageEventRow.period == periods.parse_key(period, "period"))
         async with info.context.rt.sessions() as session:
-            page = await paginate(session, info.context.rt, stmt, UsageEventRow.id, first, after)
+            page = await paginate(session, info.context.rt, stmt, UsageEventRow.id, first, after, order)
         return UsageEventConnection(
             edges=[UsageEventEdge(cursor=encode_cursor(row.id), node=UsageEvent(row=row)) for row in page.rows],
             page_info=PageInfo.of(page),

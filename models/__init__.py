@@ -7,12 +7,13 @@ from models.party import Party
 from models.period import ClosedPeriod
 from models.service import PricePlan, Service
 from models.settlement import FinalStatement, FinalStatementCharge, FinalStatementLine, LedgerEntry
-from models.usage import ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
+from models.usage import ConsumerBlock, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
 
 __all__ = [
     "Agreement",
     "ApiKey",
     "ClosedPeriod",
+    "ConsumerBlock",
     "FinalStatement",
     "FinalStatementCharge",
     "FinalStatementLine",

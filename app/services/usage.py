@@ -25,7 +25,8 @@ from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
 from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time, printable
-from models import Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
+from models import ConsumerBlock, Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
+from models.usage import EVENT_BLOCK
 from models.types import utcnow
 
 MAX_BATCH = 5000
@@ -354,6 +355,7 @@ def _chunks(rows: list):
 # The hot path speaks SQLAlchemy Core: fixed statements run as executemany (compiled once and
 # cached, whatever the batch size) and plain rows, no ORM objects and no unit of work.
 _EVENTS = UsageEvent.__table__
+_BLOCKS = ConsumerBlock.__table__
 _PARTIES = Party.__table__
 _LINES = UsageLine.__table__
 _USAGE = ServiceUsage.__table__
@@ -483,6 +485,12 @@ class _Statements:
     def in_list(self, sql: str, count: int) -> str:
         """A look-up's SQL with its `IN (*)` holding `count` parameters, in the driver's style."""
         return self.native(sql.replace("(*)", f"({', '.join(['?'] * count)})"))
+
+    @lru_cache(maxsize=64)  # noqa: B019
+    def new_blocks(self, rows: int) -> str:
+        """One INSERT of `rows` consumer blocks, those noted already skipped."""
+        values = ", ".join(["(?, ?, ?)"] * rows)
+        return self.native(f"INSERT INTO {_BLOCKS.name} (network_id, consumer_id, id_block) VALUES {values} ON CONFLICT DO NOTHING")
 
     @lru_cache(maxsize=64)  # noqa: B019
     def new_events(self, rows: int) -> str:
@@ -656,13 +664,15 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     ids (RETURNING cost a fifth of the insert), and the caller goes on with its events while the
     database writes them. The unique key still refuses a key stored twice.
     Elsewhere (PostgreSQL) concurrent batches write at once: the unique key decides, the ids
-    come back with the keys inserted, and a key another batch took meanwhile is not among them."""
+    come back with the keys inserted, and a key another batch took meanwhile is not among them.
+    Either way the blocks of ids that the events put their consumers in are noted (_note_blocks)."""
     if statements.numbers_events:
         if not events:
             return events, None
-        written = asyncio.gather(*(
-            _fetch(connection, statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in _chunks(events)
-        ))
+        written = asyncio.gather(
+            *(_fetch(connection, statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in _chunks(events)),
+            *_note_blocks(connection, statements, events),
+        )
         try:
             await asyncio.sleep(0)  # every INSERT is handed to the driver before this thread goes on
         except BaseException:
@@ -698,7 +708,23 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     finally:
         if running is not None:
             running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
-    return [event for event in inserted if event is not None], None
+    events = [event for event in inserted if event is not None]
+    for noting in _note_blocks(connection, statements, events):
+        await noting
+    return events, None
+
+
+def _note_blocks(connection: AsyncConnection, statements: "_Statements", events: list[NewEvent]) -> list:
+    """The INSERTs (not yet awaited) of the consumer blocks these events fall in (ConsumerBlock),
+    in one order (concurrent batches beyond SQLite wait for each other's new blocks, never in a
+    circle). A block is new to a consumer only once per EVENT_BLOCK events: mostly nothing is
+    written."""
+    network_id = events[0].network_id if events else None
+    blocks = sorted({(event.consumer_id, event.id // EVENT_BLOCK) for event in events})
+    return [
+        _fetch(connection, statements.new_blocks(len(chunk)), tuple(chain.from_iterable((network_id, *block) for block in chunk)))
+        for chunk in _chunks(blocks)
+    ]
 
 
 async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[tuple]) -> dict[tuple, list[int]]:

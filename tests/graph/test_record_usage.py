@@ -1,5 +1,6 @@
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -203,3 +204,39 @@ async def test_events_written_in_the_document_are_recorded_like_variables(api, m
     assert payload["results"][0] == {"status": "ACCEPTED", "event": {"quantity": "30"}, "errors": []}
     assert payload["results"][1]["errors"] == [{"field": ["events", "1", "quantity"], "code": "INVALID"}]
     assert await revenue(api, mobility) == "8.70"
+
+
+async def test_a_consumers_events_come_by_consumer_in_the_order_of_their_ids_across_blocks_of_ids(api, rt, mobility):
+    """usageEvents(consumerId) searches the consumer's blocks of ids (models.usage.EVENT_BLOCK):
+    pages of a consumer with a few events among more than two blocks of others' hold exactly its
+    events, in the order of their ids, the cursor carrying from block to block."""
+    from sqlalchemy import select
+
+    from app.auth import identify
+    from app.services.usage import record_usage
+    from app.services.usage_input import UsageItem
+    from graph.ids import service_row_id, to_global_id
+    from models import Party, UsageEvent
+    from models.usage import EVENT_BLOCK
+
+    service_id = service_row_id(mobility.service_id)
+    now = datetime.now(UTC).replace(microsecond=0)
+    items = [UsageItem(f"b{i}", service_id, "dora" if i % 4001 == 7 else f"c{i % 5}", "minutes", Decimal(1), now) for i in range(2 * EVENT_BLOCK + 4002)]
+    principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
+    assert (await record_usage(rt, principal, items, max_batch=None)).count("ACCEPTED") == len(items)
+    async with rt.sessions() as session:
+        dora = await session.scalar(select(Party.id).where(Party.external_ref == "dora"))
+        stored = list(await session.execute(select(UsageEvent.id, UsageEvent.idempotency_key).where(UsageEvent.consumer_id == dora).order_by(UsageEvent.id)))
+    assert len({event_id // EVENT_BLOCK for event_id, _ in stored}) >= 3  # 36,009 ids apart
+
+    query = """query($c: ID, $a: String, $s: ID) { usageEvents(consumerId: $c, serviceId: $s, first: 3, after: $a) {
+      edges { node { idempotencyKey consumer { name } } } pageInfo { hasNextPage endCursor } } }"""
+    for service in (None, mobility.service_id):
+        seen, after = [], None
+        while True:
+            page = (await api.data(query, {"c": to_global_id("Party", dora), "a": after, "s": service}, mobility.net.owner.key))["usageEvents"]
+            seen += [(e["node"]["idempotencyKey"], e["node"]["consumer"]["name"]) for e in page["edges"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert seen == [(key, "dora") for _, key in stored]
