@@ -20,7 +20,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import BENCH_DIR, OUT_DIR, Config, Section, load_average, machine
+from bench.common import BENCH_DIR, OUT_DIR, Config, Section, load_average, machine, wrk_version
 
 FIGURES = [
     "http_me",
@@ -106,6 +106,7 @@ def main() -> None:
                     print(note, flush=True)
             sections.append(section)
     total = time.perf_counter() - started
+    info["wrk"] = wrk_version()  # read again: the HTTP figures install wrk where it was absent
     OUT_DIR.mkdir(exist_ok=True)
     output.write_text(render(sections, info, Config(args.quick, Path(tmp)), total, command))
     print(f"[bench] wrote {output} in {total:.0f} s", flush=True)

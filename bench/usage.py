@@ -19,7 +19,8 @@ from decimal import Decimal
 
 import httpx
 
-from bench.common import OUT_DIR, SEED_CONSUMER_BLOCKS, VENV_BIN, Config, Row, Section, cpu_seconds, fmt_int, median, serve
+from bench.common import (OUT_DIR, SEED_CONSUMER_BLOCKS, VENV_BIN, Config, Row, Section, cpu_seconds, fmt_int, fmt_ms, median,
+                          percentile, serve)
 
 TITLE = "Usage: `recordUsage` over HTTP, the bulk import, and a loaded period"
 BATCH = 1000
@@ -291,6 +292,36 @@ NDJSON_BATCH = 5000
 "Lines per NDJSON request: the endpoint's own batch (one transaction per 5,000 lines)."
 
 
+CONSUMER_PAGES = (
+    "query Pages($c: ID, $s: ID, $p: String, $a: String) { usageEvents(consumerId: $c, serviceId: $s, period: $p, "
+    "first: 100, after: $a) { edges { node { id quantity occurredAt } } pageInfo { hasNextPage endCursor } } }"
+)
+
+
+async def drive_reads(url: str, key: str, variables: list[dict]) -> dict[str, list[float]]:
+    """Two pages of each consumer's events (the second after the first's cursor, if any), one request at
+    a time, each followed by a `{ __typename }` with the same key: latencies in milliseconds."""
+    headers = {"Authorization": f"Bearer {key}"}
+    taken: dict[str, list[float]] = {"pages": [], "floor": []}
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def timed(name: str, body: dict) -> dict:
+            started = time.perf_counter()
+            answer = await client.post(url, json=body, headers=headers)
+            taken[name].append((time.perf_counter() - started) * 1000)
+            answer.raise_for_status()
+            payload = answer.json()
+            if payload.get("errors"):
+                raise RuntimeError(f"usageEvents failed: {payload['errors']}")
+            return payload["data"]
+        for one in variables:
+            first = (await timed("pages", {"query": CONSUMER_PAGES, "variables": one}))["usageEvents"]
+            await timed("floor", {"query": "{ __typename }"})
+            if first["pageInfo"]["hasNextPage"]:
+                await timed("pages", {"query": CONSUMER_PAGES, "variables": {**one, "a": first["pageInfo"]["endCursor"]}})
+                await timed("floor", {"query": "{ __typename }"})
+    return taken
+
+
 def ndjson_bodies(batch: list[dict]) -> list[bytes]:
     return ["".join(json.dumps(e) + "\n" for e in batch[i : i + NDJSON_BATCH]).encode()
             for i in range(0, len(batch), NDJSON_BATCH)]
@@ -317,7 +348,7 @@ def cpu_note(micros: float) -> str:
 def run(cfg: Config) -> Section:
     workdir = cfg.workdir / "usage"
     workdir.mkdir()
-    rounds = 3
+    rounds = cfg.pick(5, 3)  # interleaved rounds per server: the machine drifts by a fifth from one to the next
     per_round = cfg.pick(20, 6)  # batches of 1,000 per server and round
     loaded_n = cfg.pick(1_000_000, 100_000)
     bulk_n = cfg.pick(200_000, 50_000)
@@ -330,6 +361,13 @@ def run(cfg: Config) -> Section:
     notes.append(f"Seeded {fmt_int(loaded_n)} events ({CONSUMERS} consumers × 2 metrics of lines, service usage "
                  f"and revenue consistent with them) by direct executemany in {seed_seconds:.1f} s.")
     empty = setup.copy("empty.db")
+    with sqlite3.connect(seeded) as db:
+        consumer_ids = [row[0] for row in db.execute("SELECT id FROM parties WHERE network_id = ? AND kind = 'CONSUMER' ORDER BY id", (setup.network_id,))]
+    db.close()
+    from graph.ids import to_global_id
+
+    readers = random.Random(9).sample(consumer_ids, cfg.pick(100, 30))
+    pages = [{"c": to_global_id("Party", c), "s": setup.service_gid, "p": setup.period} for c in readers]
 
     OUT_DIR.mkdir(exist_ok=True)
     argv = [str(VENV_BIN / "shareflow"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
@@ -348,12 +386,13 @@ def run(cfg: Config) -> Section:
                 results[name].append(asyncio.run(drive(server.url + "/graphql", setup.key, bodies(batch), pid=server.proc.pid)))
         # a re-sent batch: every item DUPLICATE, nothing written
         again = asyncio.run(drive(a.url + "/graphql", setup.key, bodies(all_events["empty"][:BATCH])))
-        # the NDJSON endpoint on the same server: 3 rounds of the same number of events
+        # the NDJSON endpoint on the same server: as many rounds of the same number of events
         ndjson = []
         for r in range(rounds):
             lot = events(setup, f"nd{r}", per_round * BATCH, seed=300 + r)
             ndjson.append(asyncio.run(drive_ndjson(a.url, setup.key, ndjson_bodies(lot), pid=a.proc.pid)))
         ndjson_again = asyncio.run(drive_ndjson(a.url, setup.key, ndjson_bodies(lot[:NDJSON_BATCH])))
+        reads = asyncio.run(drive_reads(b.url + "/graphql", setup.key, pages))
 
     http_events = all_events["empty"]
     raw = raw_floor(setup, http_events, "floor-http.db")
@@ -415,6 +454,11 @@ def run(cfg: Config) -> Section:
             f"goal ≥ {GOAL_BULK:,}: {met(bulk_rate >= GOAL_BULK)}; {bulk_seconds:.1f} s wall-clock including start-up "
             f"({startup_seconds:.2f} s on an empty file: {fmt_int(bulk_n / (bulk_seconds - startup_seconds))} events/s beyond it); CPU {bulk_cpu:.0f} µs/event (the command and its reader); "
             f"re-run {rerun_seconds:.1f} s ({fmt_int(rerun_report['duplicates'])} duplicates)"),
+        Row("`usageEvents` by consumer, service and period", f"{fmt_int(loaded_n)} events in the period, {len(pages)} consumers, {len(reads['pages'])} pages of up to 100",
+            f"p50 {fmt_ms(percentile(reads['pages'], 50))}, p99 {fmt_ms(percentile(reads['pages'], 99))}",
+            f"`{{ __typename }}` p50 {fmt_ms(percentile(reads['floor'], 50))}, p99 {fmt_ms(percentile(reads['floor'], 99))}",
+            f"p50 ×{percentile(reads['pages'], 50) / percentile(reads['floor'], 50):.1f}",
+            "the loaded server after its runs; each consumer holds about 1/1,000 of the period's events, in every block of ids"),
         Row("raw `sqlite3.executemany` (floor)", f"{fmt_int(len(http_events))} rows, one transaction",
             f"{fmt_int(raw)} rows/s", "—", "100%", "the HTTP run's event rows into usage_events"),
         Row("naive SQLModel insert (floor)", f"{fmt_int(naive_n)} rows, one per transaction", f"{fmt_int(naive)} rows/s",
@@ -436,7 +480,7 @@ def run(cfg: Config) -> Section:
         f"`accepted duplicates rejected errors {{ code }} results {{ index status errors {{ field code }} }}`; after a "
         f"one-batch warm-up, {rounds} interleaved rounds of {per_round} batches per server; the median round is "
         f"reported. Then, on the same server, `POST /usage.ndjson` with the same kind of events in bodies of "
-        f"{NDJSON_BATCH:,} lines ({CONCURRENCY} connections, {rounds} rounds of {fmt_int(per_round * BATCH)} events, median). Bulk: `shareflow import-usage FILE.ndjson` on a fresh copy, wall-clock of the whole command. "
+        f"{NDJSON_BATCH:,} lines ({CONCURRENCY} connections, {rounds} rounds of {fmt_int(per_round * BATCH)} events, median). Then, on the loaded server, two pages of 100 of `usageEvents(consumerId, serviceId, period)` (the second after the first's cursor) for each of {len(pages)} random seeded consumers, one request at a time, each followed by a `{{ __typename }}` as its floor (nearest-rank percentiles). Bulk: `shareflow import-usage FILE.ndjson` on a fresh copy, wall-clock of the whole command. "
         f"Floors: raw `sqlite3.executemany` of the same usage_events rows in one transaction (WAL, synchronous=NORMAL, "
         f"events only: no consumers, no running totals) and a naive SQLModel AsyncSession insert of one row per "
         f"transaction. CPU per event: the server process's user and system time (/proc) over the measured runs, "
