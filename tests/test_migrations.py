@@ -1,0 +1,76 @@
+"""Migrations on a database that holds data: what an upgrade must carry over."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from alembic import command
+from sqlalchemy import inspect
+
+from app.main import create_app
+from app.migrate import alembic_config, upgrade
+from app.runtime import Runtime
+from app.settings import Settings
+from tests.conftest import BACKENDS, OPERATOR_KEY, Api, _drop_postgres_database, _postgres_database
+from tests.graph.conftest import mobility_network
+
+RECORD = """mutation($events: [UsageInput!]!) { recordUsage(events: $events) { accepted } }"""
+CONSUMERS = """{ network { parties(kind: CONSUMER) { edges { node { id name } } } } }"""
+BY_CONSUMER = """query($c: ID!, $a: String) { usageEvents(consumerId: $c, first: 2, after: $a) {
+  edges { node { idempotencyKey } } pageInfo { hasNextPage endCursor } } }"""
+
+
+async def _tables(rt: Runtime) -> dict[str, set[str]]:
+    async with rt.engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: {table: {c["name"] for c in inspect(sync).get_columns(table)} for table in inspect(sync).get_table_names()}
+        )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_events_stored_before_the_blocks_of_ids_are_found_by_consumer_after_the_upgrade(backend, tmp_path):
+    """Revision 0004 gives usage_events their blocks of ids and fills consumer_blocks from the
+    events already stored; its downgrade takes both away. Events recorded, the database taken
+    down to 0003 and up again: usageEvents(consumerId) pages through each consumer's events."""
+    if backend == "postgres":
+        url, name = await _postgres_database()
+    else:
+        url, name = f"sqlite+aiosqlite:///{tmp_path / 'shareflow.db'}", None
+    rt = Runtime.from_settings(Settings(database_url=url, operator_key=OPERATOR_KEY, auth_cache_seconds=0))
+    try:
+        await upgrade(rt.engine)
+        app = create_app(rt=rt)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shareflow.test") as client:
+            api = Api(client)
+            mobility = await mobility_network(api)
+            at = datetime.now(UTC).replace(microsecond=0).isoformat()
+            events = [
+                {"idempotencyKey": f"k{i}", "serviceId": mobility.service_id, "consumerRef": ("ann", "bo")[i % 2],
+                 "metric": "minutes", "quantity": "1", "occurredAt": at}
+                for i in range(7)
+            ]
+            assert (await api.data(RECORD, {"events": events}, mobility.citycar.key))["recordUsage"]["accepted"] == 7
+
+            await rt.engine.dispose()
+            await asyncio.to_thread(command.downgrade, alembic_config(url), "0003")
+            tables = await _tables(rt)
+            assert "consumer_blocks" not in tables and "id_block" not in tables["usage_events"]
+            await rt.engine.dispose()
+            await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+
+            consumers = (await api.data(CONSUMERS, key=mobility.net.owner.key))["network"]["parties"]["edges"]
+            for consumer in consumers:
+                seen, after = [], None
+                while True:
+                    page = (await api.data(BY_CONSUMER, {"c": consumer["node"]["id"], "a": after}, mobility.net.owner.key))["usageEvents"]
+                    seen += [edge["node"]["idempotencyKey"] for edge in page["edges"]]
+                    if not page["pageInfo"]["hasNextPage"]:
+                        break
+                    after = page["pageInfo"]["endCursor"]
+                first = 0 if consumer["node"]["name"] == "ann" else 1
+                assert seen == [f"k{i}" for i in range(first, 7, 2)]
+    finally:
+        await rt.close()
+        if name:
+            await _drop_postgres_database(name)
