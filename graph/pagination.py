@@ -40,12 +40,9 @@ def page_size(rt: Runtime, first: int | None) -> int:
     return first
 
 
-async def paginate(session: AsyncSession, rt: Runtime, stmt: Select, id_column, first: int | None, after: str | None,
-                   order_by: tuple = ()) -> Page:
-    """A page of `stmt` by ascending `id_column`; by `order_by` where the statement reads its
-    rows in an order that is the ids' own (usage events by block of ids, then id)."""
+async def paginate(session: AsyncSession, rt: Runtime, stmt: Select, id_column, first: int | None, after: str | None) -> Page:
     size = page_size(rt, first)
     if after is not None:
         stmt = stmt.where(id_column > decode_cursor(after))
-    rows = list(await session.scalars(stmt.order_by(*(order_by or (id_column,))).limit(size + 1)))
+    rows = list(await session.scalars(stmt.order_by(id_column).limit(size + 1)))
     return Page(rows[:size], len(rows) > size, after is not None)

@@ -11,7 +11,7 @@ from app.billing.money import from_micros
 from app.services import settlement, usage_events
 from graph.context import Info
 from graph.ids import decode_optional, to_global_id
-from graph.pagination import encode_cursor, paginate
+from graph.pagination import Page, decode_cursor, encode_cursor, page_size
 from graph.types import Money, Node, PageInfo, Party, Service
 from graph.values import RevenueFlow
 from models import UsageEvent as UsageEventRow
@@ -113,14 +113,12 @@ class UsageQuery:
     ) -> UsageEventConnection:
         """Consumer-level data: for the owner, and the provider and billing party of each service."""
         principal = info.context.party_principal()
-        stmt, order = usage_events.events_query(
-            principal,
-            decode_optional(service_id, "Service", "serviceId"),
-            decode_optional(consumer_id, "Party", "consumerId"),
-            period,
-        )
+        service = decode_optional(service_id, "Service", "serviceId")
+        consumer = decode_optional(consumer_id, "Party", "consumerId")
+        size, after_id = page_size(info.context.rt, first), decode_cursor(after) if after is not None else None
         async with info.context.rt.sessions() as session:
-            page = await paginate(session, info.context.rt, stmt, UsageEventRow.id, first, after, order)
+            rows, more = await usage_events.events_page(session, principal, service, consumer, period, size, after_id)
+        page = Page(rows, more, after is not None)
         return UsageEventConnection(
             edges=[UsageEventEdge(cursor=encode_cursor(row.id), node=UsageEvent(row=row)) for row in page.rows],
             page_info=PageInfo.of(page),

@@ -1,31 +1,58 @@
 """The stored usage events a party may read, by service, consumer and period (usageEvents)."""
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
 from app.services import periods
 from app.services.access import consumer_data_services
 from models import ConsumerBlock, Service, UsageEvent
+from models.usage import EVENT_BLOCK
+
+MAX_BLOCKS = 64
+"Blocks of ids searched at once for a consumer's page (from one, doubling while the page is not full)."
 
 
-def events_query(principal: Principal, service_id: int | None, consumer_id: int | None, period: str | None) -> tuple[Select, tuple]:
-    """The events as a statement, and the order of their ids to read them in: by block of ids,
-    then id, where a consumer is asked for."""
-    of_service = UsageEvent.service_id
+async def events_page(session: AsyncSession, principal: Principal, service_id: int | None, consumer_id: int | None,
+                      period: str | None, size: int, after: int | None) -> tuple[list[UsageEvent], bool]:
+    """Up to `size` events with ids above `after`, in the order of their ids, and whether more follow.
+
+    A consumer's events are read block of ids by block (models.usage.EVENT_BLOCK), the blocks it
+    has events in (ConsumerBlock) in order, one at first and twice as many each time the page is
+    not full yet: a page costs about its own events, however many the consumer has, and the
+    database is never left to sort all of them (PostgreSQL's planner chose to)."""
     stmt = select(UsageEvent).where(UsageEvent.network_id == principal.network_id)
-    order: tuple = (UsageEvent.id,)
+    of_service = UsageEvent.service_id
     if consumer_id is not None:
-        # The consumer's blocks, in order, each searched in the index by consumer: its events
-        # without reading anyone else's (models.usage.EVENT_BLOCK).
-        blocks = select(ConsumerBlock.id_block).where(ConsumerBlock.network_id == principal.network_id, ConsumerBlock.consumer_id == consumer_id)
-        stmt = stmt.where(UsageEvent.consumer_id == consumer_id, UsageEvent.id_block.in_(blocks))
-        order = (UsageEvent.id_block, UsageEvent.id)
+        stmt = stmt.where(UsageEvent.consumer_id == consumer_id)
         # As an expression, the service leaves SQLite no index to read the service's whole period
-        # by and sort, the plan it chose over the consumer's blocks.
+        # by, the plan it chose over the consumer's blocks.
         of_service = UsageEvent.service_id + 0
     stmt = stmt.where(of_service.in_(select(Service.id).where(consumer_data_services(principal))))
     if service_id is not None:
         stmt = stmt.where(of_service == service_id)
     if period is not None:
         stmt = stmt.where(UsageEvent.period == periods.parse_key(period, "period"))
-    return stmt, order
+    if after is not None:
+        stmt = stmt.where(UsageEvent.id > after)
+    stmt = stmt.order_by(UsageEvent.id)
+    if consumer_id is None:
+        rows = list(await session.scalars(stmt.limit(size + 1)))
+        return rows[:size], len(rows) > size
+
+    rows: list[UsageEvent] = []
+    first_block, count = (0 if after is None else after // EVENT_BLOCK), 1
+    while len(rows) <= size:
+        blocks = list(await session.scalars(
+            select(ConsumerBlock.id_block)
+            .where(ConsumerBlock.network_id == principal.network_id, ConsumerBlock.consumer_id == consumer_id,
+                   ConsumerBlock.id_block >= first_block)
+            .order_by(ConsumerBlock.id_block)
+            .limit(count)
+        ))
+        if blocks:
+            rows += await session.scalars(stmt.where(UsageEvent.id_block.in_(blocks)).limit(size + 1 - len(rows)))
+        if len(blocks) < count:
+            break
+        first_block, count = blocks[-1] + 1, min(2 * count, MAX_BLOCKS)
+    return rows[:size], len(rows) > size

@@ -209,7 +209,8 @@ async def test_events_written_in_the_document_are_recorded_like_variables(api, m
 async def test_a_consumers_events_come_by_consumer_in_the_order_of_their_ids_across_blocks_of_ids(api, rt, mobility):
     """usageEvents(consumerId) searches the consumer's blocks of ids (models.usage.EVENT_BLOCK):
     pages of a consumer with a few events among more than two blocks of others' hold exactly its
-    events, in the order of their ids, the cursor carrying from block to block."""
+    events, in the order of their ids, the cursor carrying from block to block, and a page of
+    100 gathers them from every block."""
     from sqlalchemy import select
 
     from app.auth import identify
@@ -229,12 +230,13 @@ async def test_a_consumers_events_come_by_consumer_in_the_order_of_their_ids_acr
         stored = list(await session.execute(select(UsageEvent.id, UsageEvent.idempotency_key).where(UsageEvent.consumer_id == dora).order_by(UsageEvent.id)))
     assert len({event_id // EVENT_BLOCK for event_id, _ in stored}) >= 3  # 36,009 ids apart
 
-    query = """query($c: ID, $a: String, $s: ID) { usageEvents(consumerId: $c, serviceId: $s, first: 3, after: $a) {
+    query = """query($c: ID, $a: String, $s: ID, $n: Int) { usageEvents(consumerId: $c, serviceId: $s, first: $n, after: $a) {
       edges { node { idempotencyKey consumer { name } } } pageInfo { hasNextPage endCursor } } }"""
-    for service in (None, mobility.service_id):
+    for service, size in ((None, 3), (mobility.service_id, 3), (mobility.service_id, 100)):
         seen, after = [], None
         while True:
-            page = (await api.data(query, {"c": to_global_id("Party", dora), "a": after, "s": service}, mobility.net.owner.key))["usageEvents"]
+            variables = {"c": to_global_id("Party", dora), "a": after, "s": service, "n": size}
+            page = (await api.data(query, variables, mobility.net.owner.key))["usageEvents"]
             seen += [(e["node"]["idempotencyKey"], e["node"]["consumer"]["name"]) for e in page["edges"]]
             if not page["pageInfo"]["hasNextPage"]:
                 break
