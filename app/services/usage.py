@@ -719,7 +719,9 @@ def _note_blocks(connection: AsyncConnection, statements: "_Statements", events:
     in one order (concurrent batches beyond SQLite wait for each other's new blocks, never in a
     circle). A block is new to a consumer only once per EVENT_BLOCK events: mostly nothing is
     written."""
-    network_id = events[0].network_id if events else None
+    if not events:
+        return []
+    network_id = events[0].network_id
     blocks = sorted({(event.consumer_id, event.id // EVENT_BLOCK) for event in events})
     return [
         _fetch(connection, statements.new_blocks(len(chunk)), tuple(chain.from_iterable((network_id, *block) for block in chunk)))
