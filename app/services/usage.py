@@ -6,13 +6,15 @@ service's revenue (the root pool), so that live flows and statements never resca
 """
 
 import asyncio
+import json
 import weakref
 from collections import Counter, defaultdict, namedtuple
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from itertools import chain, count, repeat
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -25,7 +27,8 @@ from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
 from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time, printable
-from models import ConsumerBlock, Network, Party, Service, ServiceRevenue, ServiceUsage, UsageEvent, UsageLine
+from models import (ClosedPeriod, ConsumerBlock, Network, Party, PricePlan, Service, ServiceRevenue, ServiceUsage,
+                    UsageEvent, UsageLine)
 from models.usage import EVENT_BLOCK
 from models.types import utcnow
 
@@ -85,10 +88,33 @@ async def preparer_for(rt: Runtime, principal: Principal) -> Preparer:
 _FIELD_ORDER = {name: position for position, name in enumerate(FIELDS)}
 
 
-class _Context:
-    """What a batch needs to know about its services, read once per batch."""
+class BatchNetwork(NamedTuple):
+    """The columns of a network that a batch reads (a Network row has them too)."""
 
-    def __init__(self, network: Network, services: dict[int, Service]) -> None:
+    id: int
+    time_zone: str
+    first_period: str
+    rounding_mode: str
+
+
+class BatchService(NamedTuple):
+    """The columns of a service that a batch reads (a Service row has them too)."""
+
+    id: int
+    network_id: int
+    provider_id: int
+    billed_by_id: int
+    currency: str
+
+
+class _Context:
+    """What a batch needs to know about its network and services, read once per batch.
+
+    Read through the driver, in as few turns as the reads allow (_fetch_all): a batch's context
+    read through the ORM cost three or four turns of the database thread per statement, and
+    every turn waits for this thread to be free of the other requests it is reading meanwhile."""
+
+    def __init__(self, network: BatchNetwork | Network, services: dict[int, BatchService | Service]) -> None:
         self.network = network
         self.first_period = network.first_period
         self.services = services
@@ -101,11 +127,27 @@ class _Context:
         "(service, period, metric) of every charge in self.plans."
         self.closed: set[str] = set()
 
-    async def load(self, session: AsyncSession, pairs: set[tuple[int, str]]) -> None:
+    async def load(self, connection: AsyncConnection, pairs: set[tuple[int, str]]) -> None:
+        """The plans in force for these (service, period) pairs: one statement per period."""
+        by_period: dict[str, list[int]] = defaultdict(list)
         for service_id, period in pairs - self.plans.keys():
-            plan = await catalog.plan_for(session, self.network.id, service_id, period)
-            charges = self.plans[(service_id, period)] = {c.metric: c for c in catalog.charges_of(plan)}
-            self.charged.update((service_id, period, metric) for metric in charges)
+            by_period[period].append(service_id)
+        if not by_period:
+            return
+        statements = _statements(connection)
+        asked = sorted(by_period.items())
+        answers = await _fetch_all(connection, [
+            (statements.in_list(statements.plans, len(ids)), (self.network.id, period, period, *sorted(ids)))
+            for period, ids in asked
+        ])
+        for (period, ids), rows in zip(asked, answers):
+            documents = {service_id: json.loads(charges) if isinstance(charges, str | bytes) else charges
+                         for service_id, charges in rows}
+            for service_id in ids:
+                charges = self.plans[(service_id, period)] = {
+                    c.metric: c for c in map(catalog.charge_from_json, documents.get(service_id, ()))
+                }
+                self.charged.update((service_id, period, metric) for metric in charges)
 
     def charge(self, service_id: int, period: str, metric: str) -> Charge | None:
         return self.plans.get((service_id, period), {}).get(metric)
@@ -278,19 +320,22 @@ async def _record(rt: Runtime, session: AsyncSession, principal: Principal, item
 async def _record_once(rt, session, principal, items, overflowing: dict[int, ItemResult]) -> tuple[Recorded, list["NewEvent"]]:
     """_record's one attempt; the items of `overflowing` are rejected as given."""
     results: list[ItemResult | None] = [None] * len(items)
-    network = await session.get(Network, principal.network_id)
-    service_ids = {i.service_id for i in items if i.service_id is not None}
-    services = {
-        s.id: s
-        for s in await session.scalars(
-            select(Service).where(Service.network_id == network.id, Service.id.in_(service_ids))
-        )
-    }
+    connection = await session.connection()
+    statements = _statements(connection)
+    network_id = principal.network_id
+    service_ids = sorted({i.service_id for i in items if i.service_id is not None})
+    reads = [(statements.network, (network_id,)), (statements.closed, (network_id,))]
+    if service_ids:
+        reads.append((statements.in_list(statements.services, len(service_ids)), (network_id, *service_ids)))
+    network_rows, closed_rows, *service_rows = await _fetch_all(connection, reads)
+    if not network_rows:
+        raise not_found("network")
+    network = BatchNetwork(*network_rows[0])
+    services = {row[0]: BatchService(*row) for rows in service_rows for row in rows}
     ctx = _Context(network, services)
     ctx.allowed = {service_id: may_record(principal, service) for service_id, service in services.items()}
-    ctx.closed = await periods.closed_keys(session, network.id)
-    connection = await session.connection()
-    bind = _statements(connection).bind_time
+    ctx.closed = {key for (key,) in closed_rows}
+    bind = statements.bind_time
     ctx.latest = bind(rt.now() + timedelta(seconds=rt.settings.future_tolerance_seconds))
     if items and type(items[0]) is UsageItem:
         preparer = Preparer(network.time_zone, connection.dialect.name)
@@ -307,7 +352,7 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
         checked = [entry for entry in checked if entry[0] not in overflowing]
         for index, result in overflowing.items():
             results[index] = result
-    await ctx.load(session, {(item.service_id, item.period) for _, item in checked})
+    await ctx.load(connection, {(item.service_id, item.period) for _, item in checked})
     charged = ctx.charged
     valid = [entry for entry in checked if (entry[1].service_id, entry[1].period, entry[1].metric) in charged]
     if len(valid) < len(checked):
@@ -318,15 +363,12 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
                     problems=[Problem(("events", str(index), "metric"), "UNKNOWN_METRIC", f"the service does not charge {item.metric!r} in {item.period}")],
                 )
 
-    fresh, written = await _claim_keys(connection, network.id, valid, services, results)
+    fresh, inserts = await _claim_keys(connection, network_id, valid, services, results)
     try:
-        await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh])
+        await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh], inserts)
     except _Overflow as overflow:  # positions among the fresh events, in item order: as item indices
         accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
         raise _Overflow([accepted[position] for position in overflow.positions]) from None
-    finally:
-        if written is not None:  # the events' inserts, which ran meanwhile: done before the savepoint ends
-            await written
     await _correct_closed(session, ctx, fresh)
     return Recorded([r for r in results if r is not None]), fresh
 
@@ -338,9 +380,12 @@ async def _correct_closed(session: AsyncSession, ctx: _Context, changed: list) -
     for event in changed:
         if event.period in ctx.closed:
             touched[event.period].add(event.service_id)
+    if not touched:
+        return
+    network = await session.get(Network, ctx.network.id)  # the rows themselves: settlement works on them
     for period in sorted(touched):
-        services = [ctx.services[service_id] for service_id in sorted(touched[period])]
-        await settlement.book_corrections(session, ctx.network, services, period)
+        services = [await session.get(Service, service_id) for service_id in sorted(touched[period])]
+        await settlement.book_corrections(session, network, services, period)
 
 
 _CHUNK = 1000
@@ -410,7 +455,7 @@ def _time_of(bound) -> datetime:
 class _Statements:
     """The batch's statements, built once per dialect.
 
-    The rows a batch writes per event and per line go through the driver (exec_driver_sql, and
+    The rows a batch writes per event and per line go through the driver (_write_all, and
     _fetch for those it reads back): SQLAlchemy's processing of every bound value cost about a
     quarter of a batch. The values are plain ints and strings, and times bound by bind_time."""
 
@@ -432,6 +477,16 @@ class _Statements:
         self.consumers_by_ref = (
             f"SELECT id, external_ref FROM {_PARTIES.name} WHERE network_id = ? AND kind = 'CONSUMER' "
             "AND billing_party_id = ? AND external_ref IN (*)"
+        )
+        self.network = self.native(f"SELECT id, time_zone, first_period, rounding_mode FROM {Network.__tablename__} WHERE id = ?")
+        self.services = (
+            f"SELECT id, network_id, provider_id, billed_by_id, currency FROM {Service.__tablename__} "
+            "WHERE network_id = ? AND id IN (*)"
+        )
+        self.closed = self.native(f"SELECT key FROM {ClosedPeriod.__tablename__} WHERE network_id = ?")
+        self.plans = (
+            f"SELECT service_id, charges FROM {PricePlan.__tablename__} WHERE network_id = ? AND effective_from <= ? "
+            "AND (effective_to IS NULL OR effective_to > ?) AND service_id IN (*)"
         )
         self.keys_taken = f"SELECT idempotency_key FROM {_EVENTS.name} WHERE network_id = ? AND idempotency_key IN (*)"
         self.lock_lines = (
@@ -520,6 +575,30 @@ async def _fetch(connection: AsyncConnection, sql: str, parameters: tuple) -> li
     return await driver.fetch(sql, *parameters)
 
 
+async def _fetch_all(connection: AsyncConnection, reads: list[tuple[str, tuple]]) -> list[list]:
+    """The rows of each (sql, parameters), in order, handed to the database in one turn where
+    the driver queues statements (aiosqlite's thread runs them one after another, and this
+    thread waits once); asyncpg runs one statement at a time on a connection, so there in turn."""
+    if connection.dialect.paramstyle == "qmark":
+        return list(await asyncio.gather(*(_fetch(connection, sql, parameters) for sql, parameters in reads)))
+    return [await _fetch(connection, sql, parameters) for sql, parameters in reads]
+
+
+async def _write_all(connection: AsyncConnection, writes: list[tuple[str, list[tuple]]]) -> None:
+    """Each (sql, rows) run once per row, in order and in one turn as _fetch_all does."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    if connection.dialect.paramstyle != "qmark":
+        for sql, rows in writes:
+            await driver.executemany(sql, rows)
+        return
+
+    async def write(sql: str, rows: list[tuple]) -> None:
+        async with driver.executemany(sql, rows):
+            pass
+
+    await asyncio.gather(*(write(sql, rows) for sql, rows in writes))
+
+
 def _statements(connection: AsyncConnection) -> _Statements:
     name = connection.dialect.name
     if name not in _STATEMENTS:
@@ -527,34 +606,44 @@ def _statements(connection: AsyncConnection) -> _Statements:
     return _STATEMENTS[name]
 
 
-async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    """Consumer ids by (merchant of record, reference); unknown references become consumers."""
+def _consumer_reads(statements: "_Statements", network_id: int, refs: set[tuple[int, str]]) -> list[tuple[str, tuple]]:
+    """The look-ups of consumers by (merchant of record, reference), as _fetch_all takes them."""
+    by_merchant: dict[int, list[str]] = defaultdict(list)
+    for merchant, ref in refs:
+        by_merchant[merchant].append(ref)
+    return [
+        (statements.in_list(statements.consumers_by_ref, len(chunk)), (network_id, merchant, *chunk))
+        for merchant, names in sorted(by_merchant.items())
+        for chunk in _chunks(sorted(names))
+    ]
 
-    async def lookup(wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
-        by_merchant: dict[int, list[str]] = defaultdict(list)
-        for merchant, ref in wanted:
-            by_merchant[merchant].append(ref)
-        found: dict[tuple[int, str], int] = {}
-        statements = _statements(connection)
-        for merchant, names in sorted(by_merchant.items()):
-            for chunk in _chunks(sorted(names)):
-                rows = await _fetch(connection, statements.in_list(statements.consumers_by_ref, len(chunk)), (network_id, merchant, *chunk))
-                found.update({(merchant, ref): party_id for party_id, ref in rows})
-        return found
 
-    found = await lookup(refs)
+def _consumer_ids(reads: list[tuple[str, tuple]], answers: list[list]) -> dict[tuple[int, str], int]:
+    """Consumer ids by (merchant of record, reference), from the answers to _consumer_reads."""
+    found: dict[tuple[int, str], int] = {}
+    for (_, parameters), rows in zip(reads, answers):
+        merchant = parameters[1]
+        found.update({(merchant, ref): party_id for party_id, ref in rows})
+    return found
+
+
+async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tuple[int, str]],
+                     found: dict[tuple[int, str], int]) -> dict[tuple[int, str], int]:
+    """Consumer ids of `refs`, given those `found` by _consumer_reads; unknown references become consumers."""
     missing = refs - found.keys()
     if missing:
         now = utcnow()
+        statements = _statements(connection)
         await connection.execute(
-            _statements(connection).new_consumer,
+            statements.new_consumer,
             [
                 {"network_id": network_id, "kind": "CONSUMER", "name": ref, "external_ref": ref,
                  "billing_party_id": merchant, "active": True, "created_at": now}
                 for merchant, ref in sorted(missing)
             ],
         )
-        found.update(await lookup(missing))
+        reads = _consumer_reads(statements, network_id, missing)
+        found = {**found, **_consumer_ids(reads, await _fetch_all(connection, reads))}
     return found
 
 
@@ -570,25 +659,28 @@ async def _events_by_key(connection: AsyncConnection, network_id: int, keys: lis
     return found
 
 
-async def _keys_taken(connection: AsyncConnection, network_id: int, keys: list[str]) -> list[str]:
-    """Which of these keys have an event already: most keys of a batch are new, and the stored
-    events of the few taken ones are read in full (_events_by_key)."""
-    statements = _statements(connection)
-    taken = []
-    for chunk in _chunks(keys):
-        rows = await _fetch(connection, statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk))
-        taken.extend(key for (key,) in rows)
-    return taken
-
-
-async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[int, Prepared]], services, results) -> tuple[list[NewEvent], asyncio.Future | None]:
+async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[int, Prepared]], services,
+                      results) -> tuple[list[NewEvent], list[tuple[str, tuple]]]:
     """Insert the events whose keys are new; the unique key decides, also between concurrent
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
-    nothing, not even its consumer. Returns the accepted events, and the inserts still running
-    (_insert_events) or None."""
+    nothing, not even its consumer. Returns the accepted events, and on SQLite their inserts,
+    not yet run (_insert_events).
+
+    Which keys are taken, the consumers' ids and (SQLite) the highest event id are read in one
+    turn: the consumers of every valid item are looked up, only those of new ones created."""
+    statements = _statements(connection)
     keys = dict.fromkeys([item.idempotency_key for _, item in valid])
     "The batch's keys, each once."
-    stored = await _events_by_key(connection, network_id, await _keys_taken(connection, network_id, list(keys)))
+    merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
+    key_reads = [(statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk)) for chunk in _chunks(list(keys))]
+    consumer_reads = _consumer_reads(statements, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in valid})
+    id_reads = [(statements.last_event_id, ())] if statements.numbers_events else []
+    answers = await _fetch_all(connection, [*key_reads, *consumer_reads, *id_reads])
+    taken = [key for rows in answers[: len(key_reads)] for (key,) in rows]
+    found = _consumer_ids(consumer_reads, answers[len(key_reads) : len(key_reads) + len(consumer_reads)])
+    # SQLite: the ids follow the table's highest (see _insert_events); elsewhere the database numbers them.
+    ids = count((answers[-1][0][0] or 0) + 1) if id_reads else repeat(None)
+    stored = await _events_by_key(connection, network_id, taken)
     first_of_key: dict[str, int] = {}
     if stored or len(keys) < len(valid):
         for index, item in valid:
@@ -596,21 +688,18 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
         new = [(index, item) for index, item in valid if item.idempotency_key not in stored and first_of_key[item.idempotency_key] == index]
     else:  # the usual batch: every key new and sent once
         new = valid
-    merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
-    consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new})
-    statements = _statements(connection)
+    consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new}, found)
     recorded = statements.bind_time(utcnow())
-    ids = await _event_ids(connection, statements)
     rows = [
         _new_event((event_id, network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
                     item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded))
         for event_id, (_, item) in zip(ids, new)
     ]
-    inserted, written = await _insert_events(connection, statements, rows)
+    inserted, inserts = await _insert_events(connection, statements, rows)
     if new is valid and len(inserted) == len(rows):  # the usual batch: every item accepted
         for (index, _), event in zip(valid, inserted):
             results[index] = ItemResult("ACCEPTED", event)
-        return inserted, written
+        return inserted, inserts
     by_key = {event.idempotency_key: event for event in inserted}
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
     late = sorted(keys.keys() - stored.keys() - by_key.keys())
@@ -642,43 +731,26 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
                 "REJECTED",
                 problems=[Problem(("events", str(index), "idempotencyKey"), "IDEMPOTENCY_CONFLICT", "the key was used for another event")],
             )
-    return fresh, written
+    return fresh, inserts
 
 
-async def _event_ids(connection: AsyncConnection, statements: "_Statements") -> Iterator[int | None]:
-    """The ids the batch's new events go in with: on SQLite the table's highest plus one, two,
-    and so on (see _insert_events); elsewhere None, the database numbers them."""
-    if not statements.numbers_events:
-        return repeat(None)
-    ((highest,),) = await _fetch(connection, statements.last_event_id, ())
-    return count((highest or 0) + 1)
-
-
-async def _insert_events(connection: AsyncConnection, statements: "_Statements", events: list[NewEvent]) -> tuple[list[NewEvent], asyncio.Future | None]:
-    """Insert the new events (with their ids from _event_ids): those inserted, in order, and what
-    to await before the batch's savepoint ends (the inserts still running).
+async def _insert_events(connection: AsyncConnection, statements: "_Statements",
+                         events: list[NewEvent]) -> tuple[list[NewEvent], list[tuple[str, tuple]]]:
+    """Insert the new events (each with its id on SQLite, see _claim_keys): those inserted, in
+    order, and on SQLite the inserts themselves, not yet run.
 
     SQLite: the batch holds the database's write lock (write_turn) from the look-up of its keys
     to its commit, so every key found free is still free and the next ids are the table's
     highest plus one: the rows go in with their ids, neither skipping a taken key nor returning
-    ids (RETURNING cost a fifth of the insert), and the caller goes on with its events while the
-    database writes them. The unique key still refuses a key stored twice.
+    ids (RETURNING cost a fifth of the insert). _apply hands them to the database after its
+    reads of the totals, and reprices while the database writes them. The unique key still
+    refuses a key stored twice.
     Elsewhere (PostgreSQL) concurrent batches write at once: the unique key decides, the ids
     come back with the keys inserted, and a key another batch took meanwhile is not among them.
     Either way the blocks of ids that the events put their consumers in are noted (_note_blocks)."""
     if statements.numbers_events:
-        if not events:
-            return events, None
-        written = asyncio.gather(
-            *(_fetch(connection, statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in _chunks(events)),
-            *_note_blocks(connection, statements, events),
-        )
-        try:
-            await asyncio.sleep(0)  # every INSERT is handed to the driver before this thread goes on
-        except BaseException:
-            written.cancel()  # cancelled: the batch's transaction is rolled back
-            raise
-        return events, written
+        inserts = [(statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in _chunks(events)]
+        return events, inserts + _note_blocks(statements, events)
 
     inserted: list[NewEvent | None] = [None] * len(events)
     "By the events' positions: RETURNING gives its rows in no set order."
@@ -709,47 +781,84 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
         if running is not None:
             running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
     events = [event for event in inserted if event is not None]
-    for noting in _note_blocks(connection, statements, events):
-        await noting
-    return events, None
+    await _fetch_all(connection, _note_blocks(statements, events))
+    return events, []
 
 
-def _note_blocks(connection: AsyncConnection, statements: "_Statements", events: list[NewEvent]) -> list:
-    """The INSERTs (not yet awaited) of the consumer blocks these events fall in (ConsumerBlock),
-    in one order (concurrent batches beyond SQLite wait for each other's new blocks, never in a
-    circle). A block is new to a consumer only once per EVENT_BLOCK events: mostly nothing is
-    written."""
+def _note_blocks(statements: "_Statements", events: list[NewEvent]) -> list[tuple[str, tuple]]:
+    """The INSERTs (as _fetch_all takes them) of the consumer blocks these events fall in
+    (ConsumerBlock), in one order (concurrent batches beyond SQLite wait for each other's new
+    blocks, never in a circle). A block is new to a consumer only once per EVENT_BLOCK events:
+    mostly nothing is written."""
     if not events:
         return []
     network_id = events[0].network_id
     blocks = sorted({(event.consumer_id, event.id // EVENT_BLOCK) for event in events})
     return [
-        _fetch(connection, statements.new_blocks(len(chunk)), tuple(chain.from_iterable((network_id, *block) for block in chunk)))
+        (statements.new_blocks(len(chunk)), tuple(chain.from_iterable((network_id, *block) for block in chunk)))
         for chunk in _chunks(blocks)
     ]
 
 
-async def _lock_lines(connection: AsyncConnection, network_id: int, keys: list[tuple]) -> dict[tuple, list[int]]:
-    """The totals of these lines that exist, locked (beyond SQLite) in one global order:
-    (period, service, metric) groups in order, consumers in order within a group."""
+def _line_reads(statements: "_Statements", network_id: int, keys: list[tuple]) -> list[tuple[str, tuple]]:
+    """The reads of these lines' totals (those that exist), locked (beyond SQLite) in one global
+    order: (period, service, metric) groups in order, consumers in order within a group."""
     groups: dict[tuple[str, int, str], list[int]] = defaultdict(list)
     for period, service_id, consumer_id, metric in keys:
         groups[(period, service_id, metric)].append(consumer_id)
+    return [
+        (statements.in_list(statements.lock_lines, len(chunk)), (network_id, period, service_id, metric, *chunk))
+        for (period, service_id, metric), consumer_ids in sorted(groups.items())
+        for chunk in _chunks(sorted(consumer_ids))
+    ]
+
+
+def _lines(reads: list[tuple[str, tuple]], answers: list[list]) -> dict[tuple, list[int]]:
+    """Lines' totals by (period, service, consumer, metric), from the answers to _line_reads."""
     found: dict[tuple, list[int]] = {}
-    statements = _statements(connection)
-    for (period, service_id, metric), consumer_ids in sorted(groups.items()):
-        for chunk in _chunks(sorted(consumer_ids)):
-            rows = await _fetch(connection, statements.in_list(statements.lock_lines, len(chunk)), (network_id, period, service_id, metric, *chunk))
-            for consumer_id, *totals in rows:
-                found[(period, service_id, consumer_id, metric)] = totals
+    for (_, (_, period, service_id, metric, *_)), rows in zip(reads, answers):
+        for consumer_id, *totals in rows:
+            found[(period, service_id, consumer_id, metric)] = totals
     return found
+
+
+def _service_reads(statements: "_Statements", network_id: int, periods: set[str], service_ids: set[int]) -> list[tuple[str, tuple]]:
+    """The reads of the services' usage and revenue as stored, per period (locked beyond SQLite,
+    after the lines)."""
+    ids = sorted(service_ids)
+    return [
+        read
+        for period in sorted(periods)
+        for read in ((statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)),
+                     (statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)))
+    ]
+
+
+def _service_totals(reads: list[tuple[str, tuple]], answers: list[list]):
+    """The services' usage ((events, quantity) by (period, service, metric)) and revenue (by
+    (period, service)), from the answers to _service_reads."""
+    usage_totals: dict[tuple[str, int, str], tuple[int, int]] = {}
+    revenue_totals: dict[tuple[str, int], int] = {}
+    for position in range(0, len(reads), 2):
+        period = reads[position][1][1]
+        for service_id, metric, event_count, quantity in answers[position]:
+            usage_totals[(period, service_id, metric)] = (event_count, quantity)
+        for service_id, amount in answers[position + 1]:
+            revenue_totals[(period, service_id)] = amount
+    return usage_totals, revenue_totals
+
+
+def _submit(connection: AsyncConnection, statements: list[tuple[str, tuple]]) -> asyncio.Future:
+    """SQLite: these statements queued on the driver's thread in this order, their rows awaited later."""
+    return asyncio.gather(*(_fetch(connection, sql, parameters) for sql, parameters in statements))
 
 
 _NO_QUANTITY = from_micros(0)
 "A line's mid_quantity where its charge has no clamp (the value from_micros(0) gives)."
 
 
-async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, int, int, str, int, int]]) -> None:
+async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, int, int, str, int, int]],
+                 inserts: list[tuple[str, tuple]] = ()) -> None:
     """Fold events in (sign 1) or out (sign -1) of the running totals and reprice what they touch.
 
     A change is (period, service_id, consumer_id, metric, quantity in millionths, sign). Adding an
@@ -757,6 +866,10 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     event's own contribution, whatever the line holds), so the batch's contributions are summed
     per line first and each touched line is read, repriced and written once. The plans of the
     changes' services and periods are in `ctx` already (ctx.load).
+
+    `inserts`: SQLite's inserts of the events changed (_insert_events), queued after the reads of
+    the totals: the database writes the events while this thread reprices, and all is done
+    before this returns or raises (the savepoint of a failed batch rolls them back).
     """
     if not changes:
         return
@@ -790,15 +903,36 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
         totals[0] += delta[0]
         totals[1] += delta[1]
 
-    # Lines are locked in one order; missing ones are created empty first (in key order) and
-    # then locked: concurrent writers on PostgreSQL wait for each other instead of losing an
-    # update (SQLite holds its write lock).
+    # Lines are locked in one order, then the services' totals; missing lines are created empty
+    # (in key order) and then locked: concurrent writers on PostgreSQL wait for each other
+    # instead of losing an update (SQLite holds its write lock).
     keys = sorted(deltas)
-    lines = await _lock_lines(connection, network.id, keys)
+    line_reads = _line_reads(statements, network.id, keys)
+    service_reads = _service_reads(statements, network.id, {period for period, *_ in keys}, {k[1] for k in keys})
+    reads = [*line_reads, *service_reads]
+    if inserts:
+        reading, written = _submit(connection, reads), _submit(connection, inserts)
+    else:
+        reading, written = _fetch_all(connection, reads), None
+    try:
+        await _reprice(connection, ctx, changes, deltas, service_usage, keys, line_reads, service_reads, await reading)
+    finally:
+        if written is not None:
+            await written
+
+
+async def _reprice(connection: AsyncConnection, ctx: _Context, changes, deltas, service_usage, keys, line_reads,
+                   service_reads, answers) -> None:
+    """_apply's second half: the lines repriced from their totals as read (`answers`), checked
+    against MAX_TOTAL and written with the services' totals."""
+    network = ctx.network
+    statements = _statements(connection)
+    lines = _lines(line_reads, answers[: len(line_reads)])
     missing = [key for key in keys if key not in lines]
     if missing:
-        await connection.exec_driver_sql(statements.new_line, [(network.id, *key) for key in missing])
-        lines.update(await _lock_lines(connection, network.id, missing))
+        await _write_all(connection, [(statements.new_line, [(network.id, *key) for key in missing])])
+        missing_reads = _line_reads(statements, network.id, missing)
+        lines.update(_lines(missing_reads, await _fetch_all(connection, missing_reads)))
 
     mode = RoundingMode(network.rounding_mode)
     exponents = {service_id: currency_exponent(service.currency) for service_id, service in ctx.services.items()}
@@ -817,7 +951,7 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
         revenue[(period, service_id)] += amount - old[6]
         updates.append((events, quantity, min_events, max_events, mid_events, mid_quantity, amount, network.id, *key))
     # SQLite would turn a sum past 2^63-1 into a float: every total is checked before it is written.
-    usage_totals, revenue_totals = await _service_totals(connection, network.id, {period for period, *_ in keys}, {k[1] for k in keys})
+    usage_totals, revenue_totals = _service_totals(service_reads, answers[len(line_reads) :])
     overflow = (
         overflow
         or any(usage_totals.get(key, (0, 0))[1] + totals[1] > MAX_TOTAL or usage_totals.get(key, (0, 0))[0] + totals[0] > MAX_TOTAL
@@ -826,35 +960,13 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     )
     if overflow:
         raise _Overflow(_overflowing(ctx, changes, lines, usage_totals, revenue_totals, exponents, mode))
-    await connection.exec_driver_sql(statements.update_line, updates)
-    await connection.exec_driver_sql(
-        statements.add_service_usage,
-        [(network.id, period, service_id, metric, events, quantity)
-         for (period, service_id, metric), (events, quantity) in sorted(service_usage.items())],
-    )
-    await connection.exec_driver_sql(
-        statements.add_service_revenue,
-        [(network.id, period, service_id, delta) for (period, service_id), delta in sorted(revenue.items())],
-    )
-
-
-async def _service_totals(connection: AsyncConnection, network_id: int, periods: set[str], service_ids: set[int]):
-    """The services' usage ((events, quantity) by (period, service, metric)) and revenue (by
-    (period, service)) as stored, locked beyond SQLite."""
-    statements = _statements(connection)
-    usage_totals: dict[tuple[str, int, str], tuple[int, int]] = {}
-    revenue_totals: dict[tuple[str, int], int] = {}
-    ids = sorted(service_ids)
-    for period in sorted(periods):
-        for service_id, metric, event_count, quantity in await _fetch(
-            connection, statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)
-        ):
-            usage_totals[(period, service_id, metric)] = (event_count, quantity)
-        for service_id, amount in await _fetch(
-            connection, statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)
-        ):
-            revenue_totals[(period, service_id)] = amount
-    return usage_totals, revenue_totals
+    await _write_all(connection, [
+        (statements.update_line, updates),
+        (statements.add_service_usage, [(network.id, period, service_id, metric, events, quantity)
+                                         for (period, service_id, metric), (events, quantity) in sorted(service_usage.items())]),
+        (statements.add_service_revenue, [(network.id, period, service_id, delta)
+                                           for (period, service_id), delta in sorted(revenue.items())]),
+    ])
 
 
 def _overflowing(ctx: _Context, changes, lines, usage_totals, revenue_totals, exponents, mode) -> list[int]:
@@ -905,7 +1017,7 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
         event.voided_at = utcnow()
         ctx = _Context(network, {service.id: service})
         ctx.closed = await periods.closed_keys(session, network.id)
-        await ctx.load(session, {(service.id, event.period)})
+        await ctx.load(await session.connection(), {(service.id, event.period)})
         await _apply(session, ctx, [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)])
         await _correct_closed(session, ctx, [event])
         await session.commit()
