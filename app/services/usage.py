@@ -305,29 +305,48 @@ async def _record(rt: Runtime, session: AsyncSession, principal: Principal, item
     """One batch in the session's write transaction, in a savepoint: its outcome and the events it
     stored. The totals are summed per batch, so an event that would overflow one is found only
     once the batch's events are written; the batch is then rolled back to its savepoint and
-    written again with those events rejected (a rare path)."""
+    written again with those events rejected (a rare path).
+
+    The savepoint is the driver's statement, on SQLite sent in the batch's first turn of reads
+    (_record_once): SQLAlchemy's would cost two turns of their own, and the batch touches no ORM
+    object that its rollback would have to expire (the corrections of closed periods flush
+    theirs). asyncpg's transaction begins with SQLAlchemy's first statement: there the savepoint
+    is sent through SQLAlchemy."""
+    connection = await session.connection()
+    statements = _statements(connection)
     overflowing: dict[int, ItemResult] = {}
     while True:
+        opening = [(statements.savepoint_batch, ())]
+        if connection.dialect.paramstyle != "qmark":
+            await connection.exec_driver_sql(statements.savepoint_batch)
+            opening = []
         try:
-            async with session.begin_nested():
-                return await _record_once(rt, session, principal, items, overflowing)
-        except _Overflow as overflow:
-            for index in overflow.positions:
+            outcome = await _record_once(rt, session, principal, items, overflowing, opening)
+        except BaseException as error:
+            await _fetch_all(connection, [(statements.rollback_batch, ()), (statements.release_batch, ())])
+            if not isinstance(error, _Overflow):
+                raise
+            for index in error.positions:
                 overflowing[index] = ItemResult("REJECTED", problems=[Problem(
                     ("events", str(index), "quantity"), "QUANTITY_OVERFLOW", "a running total would leave the 64-bit range")])
+        else:
+            await _fetch(connection, statements.release_batch, ())
+            return outcome
 
 
-async def _record_once(rt, session, principal, items, overflowing: dict[int, ItemResult]) -> tuple[Recorded, list["NewEvent"]]:
-    """_record's one attempt; the items of `overflowing` are rejected as given."""
+async def _record_once(rt, session, principal, items, overflowing: dict[int, ItemResult],
+                       opening: list[tuple[str, tuple]]) -> tuple[Recorded, list["NewEvent"]]:
+    """_record's one attempt; the items of `overflowing` are rejected as given, and `opening`
+    (the savepoint, where not opened yet) goes first in its first turn of reads."""
     results: list[ItemResult | None] = [None] * len(items)
     connection = await session.connection()
     statements = _statements(connection)
     network_id = principal.network_id
     service_ids = sorted({i.service_id for i in items if i.service_id is not None})
-    reads = [(statements.network, (network_id,)), (statements.closed, (network_id,))]
+    reads = [*opening, (statements.network, (network_id,)), (statements.closed, (network_id,))]
     if service_ids:
         reads.append((statements.in_list(statements.services, len(service_ids)), (network_id, *service_ids)))
-    network_rows, closed_rows, *service_rows = await _fetch_all(connection, reads)
+    network_rows, closed_rows, *service_rows = (await _fetch_all(connection, reads))[len(opening) :]
     if not network_rows:
         raise not_found("network")
     network = BatchNetwork(*network_rows[0])
@@ -488,6 +507,9 @@ class _Statements:
             f"SELECT service_id, charges FROM {PricePlan.__tablename__} WHERE network_id = ? AND effective_from <= ? "
             "AND (effective_to IS NULL OR effective_to > ?) AND service_id IN (*)"
         )
+        self.savepoint_batch = "SAVEPOINT usage_batch"
+        self.rollback_batch = "ROLLBACK TO SAVEPOINT usage_batch"
+        self.release_batch = "RELEASE SAVEPOINT usage_batch"
         self.keys_taken = f"SELECT idempotency_key FROM {_EVENTS.name} WHERE network_id = ? AND idempotency_key IN (*)"
         self.lock_lines = (
             f"SELECT consumer_id, {', '.join(_LINE_TOTALS)} FROM {_LINES.name} WHERE network_id = ? AND period = ? "

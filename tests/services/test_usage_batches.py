@@ -123,6 +123,35 @@ async def test_a_key_the_look_up_missed_is_still_stored_once(rt, monkeypatch):
         assert await counted_events(rt, service.id) == 2
 
 
+async def test_a_batch_refused_whole_takes_its_transaction_down_and_the_next_batch_records(rt, monkeypatch):
+    """SQLite records waiting batches in one transaction, each in its own savepoint: an error that
+    is not the batch's own outcome (here the unique key refusing a key the look-up missed) is the
+    answer of every batch of the transaction, nothing of any is written, and the connection is
+    clean for the batches after it."""
+    network, owner, provider, service = await build(rt)
+    now = datetime.now(UTC)
+    first = usage.UsageItem("taken", service.id, "alice", "minutes", D(5), now)
+    await usage.record_usage(rt, provider, [first])
+    statements = usage._STATEMENTS[rt.engine.dialect.name]
+    with monkeypatch.context() as patched:
+        patched.setattr(statements, "keys_taken", statements.keys_taken + " AND 1 = 0")  # the look-up finds no key
+        answers = await asyncio.gather(
+            usage.record_usage(rt, owner, [usage.UsageItem(f"b-{i}", service.id, "dave", "minutes", D(1), now) for i in range(3)]),
+            usage.record_usage(rt, provider, [usage.UsageItem("new", service.id, "carol", "minutes", D(2), now), first]),
+            return_exceptions=True,
+        )
+    if rt.engine.dialect.name == "sqlite":
+        assert [type(answer) for answer in answers] == [sqlite3.IntegrityError] * 2
+        assert await stored_keys(rt, service.id) == {"taken"}
+        assert await counted_events(rt, service.id) == 1
+    else:  # no shared transaction: the unique key skips the row
+        assert [[r.status for r in answer.results] for answer in answers] == [["ACCEPTED"] * 3, ["ACCEPTED", "DUPLICATE"]]
+        assert await counted_events(rt, service.id) == 5
+    after = await usage.record_usage(rt, provider, [usage.UsageItem("after", service.id, "erin", "minutes", D(4), now), first])
+    assert [r.status for r in after.results] == ["ACCEPTED", "DUPLICATE"]
+    assert await counted_events(rt, service.id) == (2 if rt.engine.dialect.name == "sqlite" else 6)
+
+
 async def test_a_batch_numbers_its_events_after_the_highest_in_the_order_of_its_items(rt):
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
