@@ -107,3 +107,23 @@ async def test_a_full_set_of_known_queries_forgets_only_its_oldest(client, netwo
     for text in texts:
         await _post(client, network.owner.key, json.dumps({"query": text}).encode())
     assert texts[1] in extensions.PREPARED and texts[2] in extensions.PREPARED
+
+
+async def test_a_body_handed_on_by_the_fast_path_is_decoded_once(client, network, monkeypatch):
+    """A mutation always goes on to strawberry's view, which takes the body as the fast path
+    decoded it; a body sent in pieces arrives whole and is taken alike."""
+    import app.main
+
+    decoded = []
+    loads = json.loads
+
+    def counting(data, *args, **kwargs):
+        decoded.append(data)
+        return loads(data, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counting)
+    assert app.main.json.loads is counting
+    body = json.dumps({"query": "mutation($e: [UsageInput!]!) { recordUsage(events: $e) { accepted } }", "variables": {"e": []}}).encode()
+    response = await _post(client, network.owner.key, body)
+    assert response.json() == {"data": {"recordUsage": {"accepted": 0}}}
+    assert [data for data in decoded if data == body] == [body]
