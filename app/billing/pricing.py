@@ -275,12 +275,14 @@ def line_amount(charge: Charge, usage: LineUsage) -> Decimal:
     """
     if usage.events == 0:
         return Decimal(0)
+    # The two models of most lines multiply in EXACT directly: entering localcontext costs four
+    # times the multiplication, on a path that runs per line of every recorded batch.
+    if charge.model == ChargeModel.PER_UNIT:
+        return EXACT.multiply(usage.quantity, charge.unit_price)
+    if charge.model == ChargeModel.FLAT:
+        return EXACT.multiply(usage.events, charge.unit_price)
     with localcontext(EXACT):
         match charge.model:
-            case ChargeModel.PER_UNIT:
-                return usage.quantity * charge.unit_price
-            case ChargeModel.FLAT:
-                return usage.events * charge.unit_price
             case ChargeModel.GRADUATED:
                 return _graduated(_open_tiers(charge), usage.quantity)
             case ChargeModel.VOLUME:

@@ -27,7 +27,7 @@ def quantity_micros(quantity: Decimal, *path: str) -> int:
         raise DomainError.of("INVALID", "must be a finite number", *path)
     if quantity < 0:
         raise DomainError.of("INVALID", "must not be negative", *path)
-    micros = quantity.scaleb(QUANTITY_PLACES, context=EXACT)
+    micros = quantity.scaleb(QUANTITY_PLACES, EXACT)  # positional: see money.round_to_minor
     if micros != micros.to_integral_value():
         raise DomainError.of("TOO_MANY_DECIMALS", f"at most {QUANTITY_PLACES} decimals", *path)
     if quantity > MAX_QUANTITY:
