@@ -6,9 +6,10 @@ end, to integer minor units.
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from enum import Enum
+from typing import NamedTuple
 
 from app.billing.money import (
     EXACT,
@@ -194,14 +195,14 @@ def _up_to_problems(
     return bounds
 
 
-@dataclass(frozen=True)
-class LineUsage:
+class LineUsage(NamedTuple):
     """Totals of one consumer's line for one metric in one period: all pricing needs.
 
     `events` and `quantity` count every event. For a PERCENTAGE charge with a clamp the events
     are also counted by where their amount lands: at the minimum, at the maximum, or in between
     (`mid_events` and their `mid_quantity`); other charges leave those at zero. Integer-friendly
-    so that it can be kept as running totals, one event added (or voided) at a time.
+    so that it can be kept as running totals, one event added (or voided) at a time. A tuple:
+    a batch reprices hundreds of lines, and a frozen dataclass took three times as long to make.
     """
 
     events: int
@@ -234,18 +235,17 @@ def add_event(charge: Charge, usage: LineUsage, quantity: Decimal, sign: int = 1
     if sign not in (1, -1):
         raise BillingError("INVALID", "sign must be 1 or -1")
     with localcontext(EXACT):
-        totals = replace(
-            usage, events=usage.events + sign, quantity=usage.quantity + sign * quantity
+        totals = usage._replace(
+            events=usage.events + sign, quantity=usage.quantity + sign * quantity
         )
         if not is_clamped(charge):
             return totals
         amount = _event_amount(charge, quantity)
         if charge.min_per_event is not None and amount <= charge.min_per_event:
-            return replace(totals, min_events=usage.min_events + sign)
+            return totals._replace(min_events=usage.min_events + sign)
         if charge.max_per_event is not None and amount >= charge.max_per_event:
-            return replace(totals, max_events=usage.max_events + sign)
-        return replace(
-            totals,
+            return totals._replace(max_events=usage.max_events + sign)
+        return totals._replace(
             mid_events=usage.mid_events + sign,
             mid_quantity=usage.mid_quantity + sign * quantity,
         )
