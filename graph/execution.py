@@ -8,6 +8,7 @@ up, its resolve info built, its arguments read, its value checked for being awai
 dispatched by type, for a value that is one attribute of a dataclass (PlainLeaves)."""
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
@@ -26,16 +27,18 @@ from graphql import (
 from graphql.language.parser import MAX_NESTING_DEPTH
 from graphql.pyutils import is_iterable
 from graphql.utilities.coerce_input_value import coerce_default_value
-from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.schema.schema_converter import CustomGraphQLEnumType, GraphQLCoreConverter
 
 _PLANS: dict[tuple[GraphQLObjectType, str], tuple | None] = {}
-"(object type, field name) -> (resolve, leaf type or None for a list, nullable), or None for any other field."
+"(object type, field name) -> (read, serialize or None for a list, nullable), or None for any other field."
 
 
 def _plan(parent_type: GraphQLObjectType, name: str) -> tuple | None:
     """How to read a plain field: one strawberry resolves as the source's attribute (no resolver,
-    no extension, hence no permission) and without arguments, of a scalar or enum type (its leaf),
-    or of a list type (None: only an empty list is answered here)."""
+    no extension, hence no permission) and without arguments, of a scalar or enum type (its
+    leaf's serializer), or of a list type (None: only an empty list is answered here). With
+    strawberry's default resolver (getattr) the attribute is read at once, not through the
+    two calls strawberry wraps it in."""
     field = parent_type.fields.get(name)  # __typename and the other meta fields are not among them
     if field is None or field.args:
         return None
@@ -44,15 +47,36 @@ def _plan(parent_type: GraphQLObjectType, name: str) -> tuple | None:
     definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
     if not getattr(definition, "is_basic_field", False) or not getattr(field.resolve, "_is_default", False):
         return None
+    if definition.default_resolver is getattr:
+        read = attrgetter(definition.python_name)
+    else:
+        resolve = field.resolve
+        read = lambda source: resolve(source, None)  # noqa: E731 - strawberry's plain resolver takes no info
     leaf = field.type
     nullable = not isinstance(leaf, GraphQLNonNull)
     if not nullable:
         leaf = leaf.of_type
     if isinstance(leaf, GraphQLList):
-        return field.resolve, None, nullable
+        return read, None, nullable
     if not isinstance(leaf, GraphQLScalarType | GraphQLEnumType):
         return None
-    return field.resolve, leaf, nullable
+    return read, _serializer(leaf), nullable
+
+
+def _serializer(leaf: GraphQLScalarType | GraphQLEnumType) -> Callable[[Any], Any]:
+    """The leaf's coerce_output_value; for one of strawberry's enums, its members' names looked
+    up (what its coerce_output_value finds by comparing the values one by one)."""
+    coerce = leaf.coerce_output_value
+    wrapped = getattr(leaf, "wrapped_cls", None)
+    if not isinstance(leaf, CustomGraphQLEnumType) or wrapped is None:
+        return coerce
+    names = {}
+    for member in wrapped:
+        for name, value in leaf.values.items():
+            if member.value == value.value:
+                names[member] = name
+                break
+    return lambda value: names[value] if type(value) is wrapped and value in names else coerce(value)
 
 
 _WHOLE_WAY = object()
@@ -71,22 +95,22 @@ def _planned(parent_type: GraphQLObjectType, name: str) -> tuple | None:
 def _typename(object_type: GraphQLObjectType) -> tuple:
     """__typename's plan on an object type: its name, which clients such as Apollo ask of every object."""
     name = object_type.name
-    return (lambda _source, _info: name), GraphQLString, False
+    return (lambda _source: name), GraphQLString.coerce_output_value, False
 
 
 def _read(plan: tuple, source: object) -> object:
     """A plain field's answer for `source`, or _WHOLE_WAY where anything about its value is unusual."""
-    resolve, leaf, nullable = plan
+    read, serialize, nullable = plan
     try:
-        value = resolve(source, None)  # strawberry's plain resolver takes no info
+        value = read(source)
         if value is None:
             if nullable:
                 return None
-        elif leaf is None:
+        elif serialize is None:
             if type(value) is list and not value:
                 return []  # most results have no errors
         elif not isinstance(value, Exception):
-            coerced = leaf.coerce_output_value(value)  # as complete_leaf_value does
+            coerced = serialize(value)  # as complete_leaf_value does
             if coerced is not None and coerced is not Undefined:
                 return coerced
     except Exception:  # noqa: BLE001 - the whole way raises it as a field error

@@ -167,3 +167,30 @@ def test_a_field_with_a_permission_and_no_resolver_is_checked_once_as_the_whole_
         result = strawberry.Schema(query=GuardedQuery, execution_context_class=executor).execute_sync("{ guarded { n secret } }")
         answers.append((result.data, [error.message for error in result.errors], list(CHECKS)))
     assert answers[0] == answers[1] == ({"guarded": [{"n": 1, "secret": "a"}, None]}, ["not for two"], [1, 2])
+
+
+def test_a_schema_with_its_own_default_resolver_is_read_through_it():
+    """Plain fields are read with getattr only where strawberry's default resolver is getattr."""
+    from strawberry.schema.config import StrawberryConfig
+
+    @strawberry.type
+    class Row:
+        n: int
+        colour: Colour
+
+    @strawberry.type
+    class RowQuery:
+        @strawberry.field
+        def rows(self) -> list[Row]:
+            return [Row(n=1, colour=Colour.RED), Row(n=2, colour=Colour.BLUE)]
+
+    def tenfold(source, name):
+        value = getattr(source, name)
+        return value * 10 if name == "n" else value
+
+    config = StrawberryConfig(default_resolver=tenfold)
+    fast = strawberry.Schema(query=RowQuery, config=config, execution_context_class=Plain)
+    result = fast.execute_sync("{ rows { n colour } }")
+    assert result.errors is None
+    assert result.data == {"rows": [{"n": 10, "colour": "RED"}, {"n": 20, "colour": "BLUE"}]}
+    assert result.data == strawberry.Schema(query=RowQuery, config=config).execute_sync("{ rows { n colour } }").data
