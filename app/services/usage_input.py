@@ -200,5 +200,12 @@ def bind_time(dialect_name: str) -> Callable[[datetime], object]:
     sorts as the times do; PostgreSQL: the aware UTC value), without SQLAlchemy's two layers of
     processing per event. Tests hold it to the column type's own processor."""
     if dialect_name == "sqlite":
-        return lambda at: at.astimezone(UTC).isoformat(" ", "microseconds")[:26]  # the text before "+00:00"
+        return _utc_text
     return lambda at: at.astimezone(UTC)
+
+
+def _utc_text(at: datetime) -> str:
+    """What isoformat(" ", "microseconds") writes of the time in UTC before its "+00:00", at two
+    thirds of isoformat's cost (recordUsage binds one per event)."""
+    at = at.astimezone(UTC)
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond)

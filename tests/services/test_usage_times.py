@@ -15,11 +15,12 @@ TIMES = [
     datetime(2026, 11, 25, 10, 0, 0, 5, tzinfo=UTC),
     datetime(2026, 12, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
     datetime(2026, 3, 29, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+    datetime(999, 1, 1, 0, 0, 1, tzinfo=timezone(timedelta(hours=-1))),
 ]
 
 
 @pytest.mark.parametrize("dialect", [aiosqlite_dialect(), asyncpg_dialect()], ids=["sqlite", "postgresql"])
-@pytest.mark.parametrize("at", TIMES, ids=["whole-second", "microseconds", "next-month-in-utc", "negative-offset"])
+@pytest.mark.parametrize("at", TIMES, ids=["whole-second", "microseconds", "next-month-in-utc", "negative-offset", "three-digit-year"])
 def test_an_event_time_is_bound_as_its_column_type_binds_it(dialect, at):
     column = UsageEvent.__table__.c.occurred_at.type.dialect_impl(dialect)
     assert bind_time(dialect.name)(at) == column.bind_processor(dialect)(at)
