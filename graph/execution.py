@@ -269,10 +269,15 @@ def _input_object(type_: GraphQLInputObjectType, seen: tuple) -> tuple[Coercer, 
         compiled = _coercer(field.type, (*seen, type_))
         if compiled is None:
             return None
-        fields.append((name, field.out_name or name, is_required_input_field(field), field, compiled[0]))
+        # A scalar or enum field, non-null or not, is coerced here without the wrappers' two calls
+        # (as _non_null and _leaf do); the coercer of any other kind of field is called.
+        inner = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
+        leaf = inner.coerce_input_value if isinstance(inner, GraphQLScalarType | GraphQLEnumType) else None
+        fields.append((name, field.out_name or name, is_required_input_field(field), isinstance(field.type, GraphQLNonNull),
+                       field, compiled[0], leaf))
         depth = max(depth, compiled[1])
     names = type_.fields.keys()
-    out_type = type_.out_type
+    out_type = None if type_.out_type is GraphQLInputObjectType.out_type else type_.out_type  # the default: no call
 
     def input_object(value):
         if value is None or value is Undefined:
@@ -283,7 +288,7 @@ def _input_object(type_: GraphQLInputObjectType, seen: tuple) -> tuple[Coercer, 
             return Undefined  # a field the type does not have
         coerced = {}
         get = value.get
-        for name, out_name, required, field, coerce in fields:
+        for name, out_name, required, non_null, field, coerce, leaf in fields:
             field_value = get(name, Undefined)
             if field_value is Undefined:
                 if required:
@@ -291,12 +296,20 @@ def _input_object(type_: GraphQLInputObjectType, seen: tuple) -> tuple[Coercer, 
                 default = coerce_default_value(field)
                 if default is not Undefined:
                     coerced[out_name] = default
-            else:
+                continue
+            if leaf is None:
                 field_value = coerce(field_value)
-                if field_value is Undefined:
+            elif field_value is None:
+                field_value = Undefined if non_null else None
+            else:
+                try:
+                    field_value = leaf(field_value)
+                except Exception:  # noqa: BLE001 - as coerce_input_value: invalid, and the whole way says why
                     return Undefined
-                coerced[out_name] = field_value
-        return out_type(coerced)
+            if field_value is Undefined:
+                return Undefined
+            coerced[out_name] = field_value
+        return coerced if out_type is None else out_type(coerced)
 
     return input_object, depth + 1
 
