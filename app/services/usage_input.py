@@ -5,6 +5,7 @@ import's reader process forks before the database layer is imported (app/importe
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
@@ -166,24 +167,29 @@ class Preparer:
 
     def prepare(self, item: UsageItem, index: int) -> Prepared:
         """`index`: the item's position in its batch, which its problems' paths name."""
+        key, service_id, ref, metric, quantity, occurred = item
         problems: list[Problem] = []
-        if not printable(item.idempotency_key):
+        if not printable(key):
             problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
-        if not printable(item.consumer_ref):
+        if not printable(ref):
             problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
         micros = 0
         try:
-            micros = quantity_micros(item.quantity)
+            micros = quantity_micros(quantity)
         except DomainError as error:
             problems.extend(Problem(("events", str(index), "quantity"), p.code, p.message) for p in error.problems)
-        occurred = item.occurred_at
-        if occurred.tzinfo is None or occurred.utcoffset() is None:
+        zone = occurred.tzinfo
+        if zone is not UTC and (zone is None or occurred.utcoffset() is None):  # most come in UTC (item_from_row)
             problems.append(Problem(("events", str(index), "occurredAt"), "INVALID", "must carry a time zone"))
             bound = period = None
         else:
             bound = self.bind_time(occurred)
             period = self.period_of(occurred)
-        return Prepared(item.idempotency_key, item.service_id, item.consumer_ref, item.metric, micros, bound, period, tuple(problems))
+        # tuple.__new__: a NamedTuple's own constructor is a Python function, called once per event here.
+        return _new_prepared((key, service_id, ref, metric, micros, bound, period, tuple(problems) if problems else ()))
+
+
+_new_prepared = partial(tuple.__new__, Prepared)
 
 
 def printable(value: str) -> bool:
