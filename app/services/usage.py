@@ -384,10 +384,13 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
 
     fresh, inserts = await _claim_keys(connection, network_id, valid, services, results)
     try:
-        await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh], inserts)
+        await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh], inserts.pending)
     except _Overflow as overflow:  # positions among the fresh events, in item order: as item indices
         accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
         raise _Overflow([accepted[position] for position in overflow.positions]) from None
+    finally:
+        if inserts.running is not None:  # done before the savepoint ends, whatever happened meanwhile
+            await inserts.running
     await _correct_closed(session, ctx, fresh)
     return Recorded([r for r in results if r is not None]), fresh
 
@@ -682,11 +685,11 @@ async def _events_by_key(connection: AsyncConnection, network_id: int, keys: lis
 
 
 async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[int, Prepared]], services,
-                      results) -> tuple[list[NewEvent], list[tuple[str, tuple]]]:
+                      results) -> tuple[list[NewEvent], "_Inserts"]:
     """Insert the events whose keys are new; the unique key decides, also between concurrent
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
-    nothing, not even its consumer. Returns the accepted events, and on SQLite their inserts,
-    not yet run (_insert_events).
+    nothing, not even its consumer. Returns the accepted events, and on SQLite their inserts
+    still running or not yet sent (_insert_events).
 
     Which keys are taken, the consumers' ids and (SQLite) the highest event id are read in one
     turn: the consumers of every valid item are looked up, only those of new ones created."""
@@ -756,23 +759,45 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     return fresh, inserts
 
 
+class _Inserts(NamedTuple):
+    """SQLite's inserts of a batch's events: those sent already, and those _apply sends after its
+    reads of the totals (see _insert_events)."""
+
+    running: asyncio.Future | None
+    pending: list[tuple[str, tuple]]
+
+
+_NO_INSERTS = _Inserts(None, [])
+"Beyond SQLite: the inserts are done when _insert_events returns."
+
+
 async def _insert_events(connection: AsyncConnection, statements: "_Statements",
-                         events: list[NewEvent]) -> tuple[list[NewEvent], list[tuple[str, tuple]]]:
+                         events: list[NewEvent]) -> tuple[list[NewEvent], _Inserts]:
     """Insert the new events (each with its id on SQLite, see _claim_keys): those inserted, in
-    order, and on SQLite the inserts themselves, not yet run.
+    order, and on SQLite the inserts themselves, running or to be sent.
 
     SQLite: the batch holds the database's write lock (write_turn) from the look-up of its keys
     to its commit, so every key found free is still free and the next ids are the table's
     highest plus one: the rows go in with their ids, neither skipping a taken key nor returning
-    ids (RETURNING cost a fifth of the insert). _apply hands them to the database after its
-    reads of the totals, and reprices while the database writes them. The unique key still
-    refuses a key stored twice.
+    ids (RETURNING cost a fifth of the insert). The unique key still refuses a key stored twice.
+    The database writes the events while this thread goes on with the batch: all chunks but the
+    last are sent at once (a backfill's batch of 50,000 is written while its results and totals
+    are worked out), the last one and the consumers' blocks by _apply after its reads of the
+    totals, which it reprices meanwhile (a batch of the API's usual size is one chunk).
     Elsewhere (PostgreSQL) concurrent batches write at once: the unique key decides, the ids
     come back with the keys inserted, and a key another batch took meanwhile is not among them.
     Either way the blocks of ids that the events put their consumers in are noted (_note_blocks)."""
     if statements.numbers_events:
         inserts = [(statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in _chunks(events)]
-        return events, inserts + _note_blocks(statements, events)
+        early, last = inserts[:-1], inserts[-1:]
+        running = _submit(connection, early) if early else None
+        if running is not None:
+            try:
+                await asyncio.sleep(0)  # the early chunks are handed to the driver before this thread goes on
+            except BaseException:
+                running.cancel()  # cancelled: the batch's transaction is rolled back
+                raise
+        return events, _Inserts(running, last + _note_blocks(statements, events))
 
     inserted: list[NewEvent | None] = [None] * len(events)
     "By the events' positions: RETURNING gives its rows in no set order."
@@ -804,7 +829,7 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
             running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
     events = [event for event in inserted if event is not None]
     await _fetch_all(connection, _note_blocks(statements, events))
-    return events, []
+    return events, _NO_INSERTS
 
 
 def _note_blocks(statements: "_Statements", events: list[NewEvent]) -> list[tuple[str, tuple]]:
