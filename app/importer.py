@@ -35,6 +35,10 @@ FIELDS = usage_input.FIELDS
 AHEAD = 200_000
 """Rows the child reads into usage items while it waits for the network's time zone to prepare
 them with: the command's start-up, about a second, at some 5 µs per row."""
+SLICE = 1_000
+"""Rows read between two looks for the time zone while it has not come: a batch read meanwhile
+ends where it came, and the child goes on with preparing at once (a batch of 50,000 rows read
+to its end kept the writer waiting for a quarter of a second)."""
 
 
 @dataclass
@@ -88,16 +92,9 @@ def _read(path: Path, decode_service, network, pipe) -> None:
         preparer = None
         waiting: list[tuple[int, list[int], list[usage_input.UsageItem], list[tuple[int, str]]]] = []
         "The batches read before the time zone came, their items not yet prepared."
-        while batch := list(islice(rows, size)):
+        while batch := _read_batch(rows, size, decode_service, lambda: preparer is None and network.poll()):
             size = min(2 * size, BATCH)
-            positions, items, refused = [], [], []
-            for position, row in enumerate(batch):
-                if type(row) is str:
-                    refused.append((position, row))
-                else:
-                    items.append(usage_input.item_from_row(row, decode_service))
-                    positions.append(position)
-            waiting.append((len(batch), positions, items, refused))
+            waiting.append(batch)
             if preparer is None and sum(len(w[2]) for w in waiting) < AHEAD and not network.poll():
                 continue
             preparer = preparer or usage_input.Preparer(*network.recv())
@@ -111,6 +108,25 @@ def _read(path: Path, decode_service, network, pipe) -> None:
             pipe.send(RuntimeError(f"reading {path} failed: {error!r}"))
     finally:
         pipe.close()
+
+
+def _read_batch(rows: Iterator[dict | str], size: int, decode_service, arrived) -> tuple | None:
+    """Up to `size` rows as (rows read, the items' positions, the items, the refused rows), or
+    None at the file's end; read in slices of SLICE, fewer rows where `arrived()` says so
+    after one."""
+    positions, items, refused = [], [], []
+    count = 0
+    while count < size and (rows_slice := list(islice(rows, min(SLICE, size - count)))):
+        for position, row in enumerate(rows_slice, count):
+            if type(row) is str:
+                refused.append((position, row))
+            else:
+                items.append(usage_input.item_from_row(row, decode_service))
+                positions.append(position)
+        count += len(rows_slice)
+        if arrived():
+            break
+    return (count, positions, items, refused) if count else None
 
 
 def _send(pipe, waiting: list, preparer: usage_input.Preparer) -> None:

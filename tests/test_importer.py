@@ -98,8 +98,9 @@ async def test_a_file_that_cannot_be_read_raises_its_error_and_leaves_no_reader_
 
 
 async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops_the_import(rt, mobility, tmp_path):
-    """The first transaction holds FIRST_BATCH rows and commits while the rest is read: a file
-    broken further on keeps them (a re-run of the mended file reports them as duplicates)."""
+    """The first transaction holds the first rows (at most FIRST_BATCH: fewer where the network's
+    time zone reached the reader earlier) and commits while the rest is read: a file broken
+    further on keeps them, whole (a re-run of the mended file reports them as duplicates)."""
     from app.importer import FIRST_BATCH
 
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -114,7 +115,12 @@ async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops
 
     with pytest.raises(UnicodeDecodeError):
         await import_usage(rt, principal, path, service_row_id, progress=False)
-    assert await stored(rt, service_row_id(mobility.service_id)) == (FIRST_BATCH, FIRST_BATCH)
+    service_id = service_row_id(mobility.service_id)
+    events, counted = await stored(rt, service_id)
+    assert 0 < events <= FIRST_BATCH and counted == events
+    async with rt.sessions() as session:
+        keys = set(await session.scalars(select(UsageEvent.idempotency_key).where(UsageEvent.service_id == service_id)))
+    assert keys == {f"f{i}" for i in range(events)}  # the file's first rows, none after them
 
 
 def test_the_reader_starts_before_the_database_layer_is_imported():
@@ -126,3 +132,43 @@ def test_the_reader_starts_before_the_database_layer_is_imported():
     probe = "import sys, app.importer, app.cli; print(sorted(m for m in ('sqlalchemy', 'models', 'app.services.usage') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("line", [
+    '{"idempotencyKey": "k", "quantity": 1.50}\n', '  {"a": 1}\t\r\n', '{"a": 1} x', '{"a": 1}{"b": 2}', '[{"a": 1}]',
+    '"text"', "", "   ", "\xa0{\"a\": 1}", '{"a": 1}\xa0', '{"a": NaN}', '{"a": 1e400}', "{", '{"a": 1,}',
+])
+def test_a_json_line_is_read_as_the_json_module_reads_it(line):
+    """row_from_json gives what JSONDecoder.decode (with exact decimals) gives for an object, and
+    None wherever decode raises or gives anything else."""
+    import json
+    from decimal import Decimal
+
+    from app.services.usage_input import row_from_json
+
+    try:
+        expected = json.JSONDecoder(parse_float=Decimal).decode(line)
+    except ValueError:
+        expected = None
+    if type(expected) is not dict:
+        expected = None
+    assert repr(row_from_json(line)) == repr(expected)
+
+
+def test_a_batch_read_while_the_time_zone_arrives_ends_there():
+    """The reader looks for the network's time zone after each SLICE rows while it waits for it:
+    the batch it reads ends where the zone came, so that preparing starts at once."""
+    from app.importer import SLICE, _read_batch
+
+    rows = iter([*({"idempotencyKey": f"k{i}"} for i in range(3 * SLICE)), "not a JSON object"])
+    looks = []
+
+    def arrived():
+        looks.append(len(looks))
+        return len(looks) == 2
+
+    count, positions, items, refused = _read_batch(rows, 10 * SLICE, str, arrived)
+    assert count == 2 * SLICE and positions == list(range(2 * SLICE)) and len(items) == 2 * SLICE and not refused
+    count, positions, items, refused = _read_batch(rows, 10 * SLICE, str, lambda: False)
+    assert count == SLICE + 1 and refused == [(SLICE, "not a JSON object")] and items[0].idempotency_key == f"k{2 * SLICE}"
+    assert _read_batch(rows, 10 * SLICE, str, lambda: False) is None
