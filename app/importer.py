@@ -13,7 +13,6 @@ import gc
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,9 +168,6 @@ class Reader:
         self._network.close()
 
 
-_as_prepared = partial(tuple.__new__, usage_input.Prepared)
-
-
 def _count(report: ImportReport, batch: _Batch, offset: int, recorded) -> None:
     """A committed batch's outcomes (usage.Recorded, or None without items) into the report,
     problems by the file's row numbers."""
@@ -240,7 +236,7 @@ async def import_usage(rt: "Runtime", principal: "Principal", path: Path, decode
                 in_flight.clear()
                 raise batch
             if batch is not None:
-                items = list(map(_as_prepared, batch.items))
+                items = list(map(usage_input.as_prepared, batch.items))
                 recording = asyncio.create_task(usage.record_usage(rt, principal, items, max_batch=None)) if items else None
                 in_flight.append((batch, offset, recording))
                 offset += batch.size

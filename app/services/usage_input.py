@@ -197,10 +197,11 @@ class Preparer:
             bound = self.bind_time(occurred)
             period = self.period_of(occurred)
         # tuple.__new__: a NamedTuple's own constructor is a Python function, called once per event here.
-        return _new_prepared((key, service_id, ref, metric, micros, bound, period, tuple(problems) if problems else ()))
+        return as_prepared((key, service_id, ref, metric, micros, bound, period, tuple(problems) if problems else ()))
 
 
-_new_prepared = partial(tuple.__new__, Prepared)
+as_prepared = partial(tuple.__new__, Prepared)
+"A Prepared from the tuple of its fields (as the import's reader sends them), without NamedTuple's own constructor."
 
 
 def printable(value: str) -> bool:
