@@ -199,7 +199,10 @@ def _coercer(type_, seen: tuple = ()) -> tuple[Coercer, int] | None:
     input_is_nested_too_deeply counts (a list or an input object's field is a level). None for a
     type that may nest without end (an input object that holds itself), a oneOf or one that is not
     an input type: those go the whole way. A named type's coercer is kept; the wrappers' are made
-    anew, as type_from_ast makes the wrapper types anew for every request."""
+    anew, as type_from_ast makes the wrapper types anew for every request; a non-null scalar or
+    enum is one coercer, not the non-null's around the leaf's (a UsageInput has six)."""
+    if isinstance(type_, GraphQLNonNull) and isinstance(type_.of_type, GraphQLScalarType | GraphQLEnumType):
+        return _leaf(type_.of_type, missing=Undefined), 0
     if isinstance(type_, GraphQLNonNull | GraphQLList):
         inner = _coercer(type_.of_type, seen)
         if inner is None:
@@ -247,12 +250,13 @@ def _list_of(coerce_item: Coercer, depth: int) -> tuple[Coercer, int]:
     return list_of, depth + 1
 
 
-def _leaf(type_) -> Coercer:
+def _leaf(type_, missing: object = None) -> Coercer:
+    """`missing`: the answer for null (None; Undefined, invalid, where the type is non-null)."""
     coerce = type_.coerce_input_value
 
     def leaf(value):
         if value is None or value is Undefined:
-            return None
+            return missing
         try:
             return coerce(value)
         except Exception:  # noqa: BLE001 - as coerce_input_value: invalid, and the whole way says why
@@ -269,12 +273,7 @@ def _input_object(type_: GraphQLInputObjectType, seen: tuple) -> tuple[Coercer, 
         compiled = _coercer(field.type, (*seen, type_))
         if compiled is None:
             return None
-        # A scalar or enum field, non-null or not, is coerced here without the wrappers' two calls
-        # (as _non_null and _leaf do); the coercer of any other kind of field is called.
-        inner = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
-        leaf = inner.coerce_input_value if isinstance(inner, GraphQLScalarType | GraphQLEnumType) else None
-        fields.append((name, field.out_name or name, is_required_input_field(field), isinstance(field.type, GraphQLNonNull),
-                       field, compiled[0], leaf))
+        fields.append((name, field.out_name or name, is_required_input_field(field), field, compiled[0]))
         depth = max(depth, compiled[1])
     names = type_.fields.keys()
     out_type = None if type_.out_type is GraphQLInputObjectType.out_type else type_.out_type  # the default: no call
@@ -288,7 +287,7 @@ def _input_object(type_: GraphQLInputObjectType, seen: tuple) -> tuple[Coercer, 
             return Undefined  # a field the type does not have
         coerced = {}
         get = value.get
-        for name, out_name, required, non_null, field, coerce, leaf in fields:
+        for name, out_name, required, field, coerce in fields:
             field_value = get(name, Undefined)
             if field_value is Undefined:
                 if required:
@@ -296,19 +295,11 @@ def _input_object(type_: GraphQLInputObjectType, seen: tuple) -> tuple[Coercer, 
                 default = coerce_default_value(field)
                 if default is not Undefined:
                     coerced[out_name] = default
-                continue
-            if leaf is None:
-                field_value = coerce(field_value)
-            elif field_value is None:
-                field_value = Undefined if non_null else None
             else:
-                try:
-                    field_value = leaf(field_value)
-                except Exception:  # noqa: BLE001 - as coerce_input_value: invalid, and the whole way says why
+                field_value = coerce(field_value)
+                if field_value is Undefined:
                     return Undefined
-            if field_value is Undefined:
-                return Undefined
-            coerced[out_name] = field_value
+                coerced[out_name] = field_value
         return coerced if out_type is None else out_type(coerced)
 
     return input_object, depth + 1

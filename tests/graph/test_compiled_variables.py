@@ -82,6 +82,24 @@ def test_the_compiled_coercer_makes_what_graphql_core_makes_of_any_value(case):
     assert junk or coerced is not Undefined
 
 
+def test_a_null_where_a_scalar_may_not_be_null_is_refused_as_graphql_core_refuses_it():
+    """Every non-null scalar field of UsageInput, null or missing in one event of a batch: the
+    compiled coercer refuses the list as coerce_input_value does; nullable ones take null."""
+    type_ = next(t for t in LIST_TYPES if isinstance(t, GraphQLNonNull) and t.of_type.of_type.of_type.name == "UsageInput")
+    coerce, _ = execution._coercer(type_)
+    valid = event("U2VydmljZTox", "k")
+    assert coerce([valid]) is not Undefined
+    for name in valid:
+        for broken in ({**valid, name: None}, {key: value for key, value in valid.items() if key != name}):
+            try:
+                expected = coerce_input_value([valid, broken], type_)
+            except Exception:  # noqa: BLE001 - graphql-core refuses it
+                expected = Undefined
+            assert expected is Undefined and coerce([valid, broken]) is Undefined, name
+    nullable = GraphQLList(schema._schema.type_map["String"])
+    assert execution._coercer(nullable)[0](["a", None]) == ["a", None] == coerce_input_value(["a", None], nullable)
+
+
 def test_every_input_type_of_the_schema_compiles():
     assert all(execution._coercer(t) is not None for t in LIST_TYPES)
 
