@@ -605,7 +605,7 @@ async def _fetch_all(connection: AsyncConnection, reads: list[tuple[str, tuple]]
     the driver queues statements (aiosqlite's thread runs them one after another, and this
     thread waits once); asyncpg runs one statement at a time on a connection, so there in turn."""
     if connection.dialect.paramstyle == "qmark":
-        return list(await asyncio.gather(*(_fetch(connection, sql, parameters) for sql, parameters in reads)))
+        return list(await _submit(connection, reads))
     return [await _fetch(connection, sql, parameters) for sql, parameters in reads]
 
 
