@@ -698,7 +698,8 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     "The batch's keys, each once."
     merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
     key_reads = [(statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk)) for chunk in _chunks(list(keys))]
-    consumer_reads = _consumer_reads(statements, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in valid})
+    refs = {(merchant[item.service_id], item.consumer_ref) for _, item in valid}
+    consumer_reads = _consumer_reads(statements, network_id, refs)
     id_reads = [(statements.last_event_id, ())] if statements.numbers_events else []
     answers = await _fetch_all(connection, [*key_reads, *consumer_reads, *id_reads])
     taken = [key for rows in answers[: len(key_reads)] for (key,) in rows]
@@ -713,7 +714,9 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
         new = [(index, item) for index, item in valid if item.idempotency_key not in stored and first_of_key[item.idempotency_key] == index]
     else:  # the usual batch: every key new and sent once
         new = valid
-    consumers = await _consumers(connection, network_id, {(merchant[item.service_id], item.consumer_ref) for _, item in new}, found)
+    if new is not valid:  # only the new items' consumers are created
+        refs = {(merchant[item.service_id], item.consumer_ref) for _, item in new}
+    consumers = await _consumers(connection, network_id, refs, found)
     recorded = statements.bind_time(utcnow())
     rows = [
         _new_event((event_id, network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
