@@ -11,11 +11,11 @@ import asyncio
 import csv
 import gc
 import multiprocessing
-from sys import intern
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from sys import intern
 from typing import TYPE_CHECKING
 
 from app.services import usage_input
