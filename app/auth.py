@@ -69,6 +69,8 @@ class Caller:
     principal: Principal
     party: Party | None = None
     network: Network | None = None
+    key_prefix: str | None = None
+    "The key's public prefix: what log lines name a key by."
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     "What the API layer derives from the caller once per cache entry (dropped with it)."
 
@@ -173,7 +175,7 @@ async def _verify(
     session.expunge(party)  # the rows outlive the session (in the cache)
     session.expunge(network)
     principal = Principal(network_id=party.network_id, party_id=party.id, kind=party.kind, key_id=row[0])
-    caller = Caller(principal, party, network)
+    caller = Caller(principal, party, network, prefix)
     cache.put(key_hash, caller, generation)
     return caller
 

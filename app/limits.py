@@ -1,5 +1,7 @@
 """Limits the HTTP face enforces before GraphQL sees a request: the size of a request body, and a
-rate per API key (a token bucket, in-process or shared by every gateway process through Redis).
+rate per API key or, for a request without a valid key, per client address (a token bucket,
+in-process or shared by every gateway process through Redis), spent once per request by every
+door (`Admission`).
 
 Both answer a GraphQL-shaped JSON error (`{"errors": [{"message", "extensions": {"code"}}]}`) with
 the HTTP status a proxy or client library understands: 413 `LIMIT_EXCEEDED`, 429 `RATE_LIMITED`
@@ -10,7 +12,7 @@ import logging
 import math
 import time
 
-from app.auth import Principal
+from app.auth import Caller, Principal, identify
 
 log = logging.getLogger("shareflow.limits")
 
@@ -90,6 +92,63 @@ def limit_body(scope, receive, limit: int):
 def bucket_of(principal: Principal) -> str:
     """What a budget belongs to: the key (a party's key id, or the one operator key)."""
     return "operator" if principal.key_id is None else f"key:{principal.key_id}"
+
+
+def client_bucket(scope) -> str:
+    """The budget of a request without a valid key: its client address (the proxy's client when
+    the peer is a trusted proxy: ProxyHeadersMiddleware has rewritten `client` by then)."""
+    client = scope.get("client")
+    return f"addr:{client[0] if client else 'unknown'}"
+
+
+CALLER = "shareflow.caller"
+"The scope entry where Admission leaves the caller it identified (None: no valid key)."
+
+
+def admitted_caller(scope) -> Caller | None:
+    """The caller Admission identified for this request."""
+    return scope[CALLER]
+
+
+class Admission:
+    """Every door but the probes (GraphQL over HTTP, the WebSocket handshake, /usage.ndjson, the
+    statement downloads, the dashboard, /metrics) identifies its caller here, once per request, and
+    spends one token: of the key's budget, or of the client address's when no valid key came (a
+    WebSocket brings its key in `connection_init`, so its handshake counts against its address).
+    The doors read the caller from the scope (`admitted_caller`)."""
+
+    EXEMPT = ("/healthz", "/readyz")
+
+    def __init__(self, app, rt, limiter: "RateLimiter | None") -> None:
+        self.app = app
+        self.rt = rt
+        self.limiter = limiter
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        caller = None
+        if kind == "http":
+            authorization = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value.decode("latin-1")
+                    break
+            rt = self.rt
+            caller = await identify(rt.sessions, authorization, rt.settings.operator_key, rt.keys)
+        scope[CALLER] = caller
+        if self.limiter is not None:
+            try:
+                await self.limiter.check(client_bucket(scope) if caller is None else bucket_of(caller.principal))
+            except RateLimited as refusal:
+                if kind == "http":
+                    await refusal.send(send)
+                else:
+                    await send({"type": "websocket.close", "code": 1008, "reason": refusal.message})
+                return
+        await self.app(scope, receive, send)
 
 
 class RateLimiter:

@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
+from cross_web import HTTPException
 from strawberry.asgi import GraphQL
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
@@ -24,17 +25,20 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
 from app import dashboard
-from app.auth import identify
 from app.db import ping
-from app.limits import LimitExceeded, bucket_of, limit_body, rate_limiter
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from app.limits import Admission, LimitExceeded, RateLimiter, admitted_caller, limit_body, rate_limiter
 from app.observability import OPERATIONS, RequestIds, configure_logging, metrics_endpoint
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 from app.statement_csv import statement_csv
 from app.usage_ndjson import usage_ndjson
 from graph.context import Context
-from graph.execution import PlainLeaves
-from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, operation_label
+from graph.execution import CompiledListVariables, PlainLeaves
+from graph.extensions import (
+    PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, operation_label, operation_name_of,
+)
 from graph.schema import schema
 from graph import fanout, subscriptions
 
@@ -43,7 +47,7 @@ log = logging.getLogger("shareflow.graphql")
 # The extensions the fast path knows to be document-level (they only parse and validate, and a
 # prepared document has passed them) or to have nothing to do on a successful, authenticated query.
 _FAST_PATH_EXTENSIONS = {
-    AuthenticationGate, ErrorShaping, OperationMetrics, AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache,
+    AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache,
 }
 _JSON = (b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8")
 _ACCEPT_JSON = (None, b"*/*", b"application/json")
@@ -85,6 +89,12 @@ def _request_error(result) -> bool:
     )
 
 
+def client_error(status: int, message: str) -> JSONResponse:
+    """A request refused before GraphQL ran, as JSON with a stable code (strawberry's are plain text)."""
+    code = "NOT_FOUND" if status == 404 else "INVALID"
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
+
+
 def _fast_path_possible() -> bool:
     """Only while every extension of the schema is one the fast path accounts for."""
     for factory in schema.extensions:
@@ -96,7 +106,7 @@ def _fast_path_possible() -> bool:
     return True
 
 
-class QueryExecutor(PlainLeaves, Executor):
+class QueryExecutor(PlainLeaves, CompiledListVariables, Executor):
     """graphql-core's executor without the bookkeeping of incremental delivery, which a schema
     without @defer and @stream never uses, with strawberry's resolve info (what its own executor
     adds) and plain leaf fields read at once (graph.execution). `subfields` is the memo of a known
@@ -126,7 +136,7 @@ _PREPARED_QUERIES: dict[tuple[str, str | None], tuple] = {}
 
 
 def _prepared_query(query: str, operation_name: str | None):
-    """For a known valid query text and operation name: (document, its latency histogram, its
+    """For a known valid query text and operation name: (document, its name for the metrics, its
     subfields memo), or None when the text is not known valid (any more) or the operation is not
     a query. Worked out once per document: validity depends on the text alone."""
     document = PREPARED.get(query)
@@ -139,8 +149,7 @@ def _prepared_query(query: str, operation_name: str | None):
     operation = get_operation_ast(document, operation_name)
     prepared = None
     if operation is not None and operation.operation is OperationType.QUERY:
-        latency = OPERATIONS.labels(operation=operation_label(document, operation_name), type="query")
-        prepared = (document, latency, {} if "@" not in query else None)  # no "@", no directive
+        prepared = (document, operation_name_of(document, operation_name), {} if "@" not in query else None)  # no "@", no directive
     if len(_PREPARED_QUERIES) >= 1024:
         del _PREPARED_QUERIES[next(iter(_PREPARED_QUERIES))]  # the oldest: the others stay fast
     _PREPARED_QUERIES[key] = (document, prepared)
@@ -159,7 +168,7 @@ class GraphQLApp(GraphQL):
     graphql_transport_ws_handler_class = fanout.TransportWSHandler
     graphql_ws_handler_class = fanout.LegacyWSHandler
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, limiter: RateLimiter | None = None) -> None:
         super().__init__(
             schema, allowed_origins=rt.settings.allowed_origins, keep_alive=True, keep_alive_interval=15,
             max_subscriptions_per_connection=subscriptions.MAX_SUBSCRIPTIONS_PER_CONNECTION,
@@ -167,7 +176,8 @@ class GraphQLApp(GraphQL):
         self.rt = rt
         self.fast_path = _fast_path_possible()
         self.max_body_bytes = rt.settings.max_body_bytes
-        self.rate_limiter = rate_limiter(rt.settings.rate_limit_per_minute, rt.settings.redis_url)
+        self.rate_limiter = limiter
+        "The budgets Admission spends for each request, and each WebSocket operation spends too."
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -186,7 +196,11 @@ class GraphQLApp(GraphQL):
                 receive = await self._fast(scope, receive, tracked_send)
                 if receive is None:
                     return
-            await super().__call__(scope, receive, tracked_send)
+            try:
+                response = await self.run(Request(scope, receive))
+            except HTTPException as refusal:  # strawberry answers these in plain text
+                response = client_error(refusal.status_code, refusal.reason)
+            await response(scope, receive, tracked_send)
         except LimitExceeded as refusal:
             if started:
                 raise
@@ -242,7 +256,7 @@ class GraphQLApp(GraphQL):
 
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return replay
         _DECODED.set((body, data))  # this request's task only: each request runs in its own
         if type(data) is not dict:
@@ -261,7 +275,7 @@ class GraphQLApp(GraphQL):
         prepared = _prepared_query(query, operation_name)
         if prepared is None:
             return replay
-        document, latency, subfields = prepared
+        document, name, subfields = prepared
         started = time.perf_counter()
         sub_response = await self.get_sub_response(request)
         context = await self.get_context(request, sub_response)
@@ -292,7 +306,8 @@ class GraphQLApp(GraphQL):
         else:
             response = self.create_response(response_data={"data": result.data}, sub_response=sub_response)
             await response(scope, replay, send)
-        latency.observe(time.perf_counter() - started)  # what OperationMetrics records on strawberry's path
+        # What OperationMetrics records on strawberry's path (the caller is authenticated by now).
+        OPERATIONS.labels(operation=operation_label(name, True), type="query").observe(time.perf_counter() - started)
         return None
 
     def decode_json(self, data: str | bytes) -> object:
@@ -301,6 +316,16 @@ class GraphQLApp(GraphQL):
             return decoded[1]
         return super().decode_json(data)
 
+    def parse_json(self, data: str | bytes) -> object:
+        """An HTTP body: a JSON object (or a list, which strawberry refuses as a batch)."""
+        try:
+            value = super().parse_json(data)
+        except RecursionError:
+            raise HTTPException(400, "the request body nests too deeply") from None
+        if not isinstance(value, (dict, list)):
+            raise HTTPException(400, "the request body must be a JSON object")
+        return value
+
     async def on_ws_connect(self, context):
         # WebSocket: the key comes in connection_init ({"authorization": "Bearer ..."}), checked here.
         return await subscriptions.on_connect(context)
@@ -308,14 +333,8 @@ class GraphQLApp(GraphQL):
     async def get_context(self, request, response) -> Context:
         if request.scope["type"] == "websocket":
             return subscriptions.socket_context(self.rt, request, response)
-        # A cached key costs no session at all; only a miss asks the database.
         rt = self.rt
-        caller = await identify(rt.sessions, request.headers.get("authorization"), rt.settings.operator_key, rt.keys)
-        if caller is not None and self.rate_limiter is not None and request.scope["type"] == "http":
-            # Once per request: the fast path may hand a request on to strawberry, which asks again.
-            if not request.scope.get("shareflow.rate_checked"):
-                request.scope["shareflow.rate_checked"] = True
-                await self.rate_limiter.check(bucket_of(caller.principal))
+        caller = admitted_caller(request.scope)
         if caller is None:
             return Context(rt=rt, principal=None, request=request, response=response)
         return Context(rt=rt, principal=caller.principal, request=request, response=response, caller=caller)
@@ -323,7 +342,8 @@ class GraphQLApp(GraphQL):
 
 def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> Starlette:
     rt = rt or Runtime.from_settings(settings or get_settings())
-    graphql = GraphQLApp(rt)
+    limiter = rate_limiter(rt.settings.rate_limit_per_minute, rt.settings.redis_url)
+    graphql = GraphQLApp(rt, limiter)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -365,7 +385,12 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
             *dashboard.routes,
             WebSocketRoute("/graphql", graphql),
         ],
-        middleware=[Middleware(RequestIds)],
+        middleware=[
+            Middleware(RequestIds),
+            # The client address a request counts against, where the peer is a proxy we trust.
+            *([Middleware(ProxyHeadersMiddleware, trusted_hosts=rt.settings.trusted_proxies)] if rt.settings.trusted_proxies else []),
+            Middleware(Admission, rt=rt, limiter=limiter),
+        ],
         lifespan=lifespan,
     )
     app.state.rt = rt

@@ -1,6 +1,7 @@
 """Metrics for Prometheus (/metrics) and structured JSON logs that carry the request id."""
 
 import contextvars
+import json
 import logging
 import secrets
 
@@ -22,12 +23,16 @@ USAGE_EVENTS = Counter(
 SUBSCRIPTIONS = Gauge("shareflow_open_subscriptions", "GraphQL subscriptions open in this process.", registry=REGISTRY)
 PERIOD_CLOSES = Counter("shareflow_period_closes_total", "Settlement periods closed.", registry=REGISTRY)
 
+log = logging.getLogger("shareflow.http")
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 class RequestIds:
     """ASGI middleware: every request (and WebSocket connection) gets an id, in the logs through a
-    context variable and to the client as `x-request-id`."""
+    context variable and to the client as `x-request-id`. A fault nothing inside answered (the
+    database down while a key is verified, say) is logged with its traceback and answered as JSON,
+    masked as INTERNAL with that id, never as a bare 500."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -39,13 +44,27 @@ class RequestIds:
         value = secrets.token_hex(16)
         request_id.set(value)
 
+        started = False
+
         async def send_with_id(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", value.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unexpected error, request %s", value)
+            if started or scope["type"] != "http":
+                raise
+            body = json.dumps({"errors": [{"message": "Unexpected error.", "extensions": {"code": "INTERNAL", "requestId": value}}]})
+            await send_with_id({"type": "http.response.start", "status": 500, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            ]})
+            await send_with_id({"type": "http.response.body", "body": body.encode()})
 
 
 class _RequestId(logging.Filter):

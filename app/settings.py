@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     "The largest request body accepted (413 LIMIT_EXCEEDED above): a recordUsage batch of 5,000 events with 200-character keys, pretty-printed, is about 3.2 MB."
     rate_limit_per_minute: int = 6000
     "Requests a minute per API key (a token bucket that bursts up to a minute's worth), shared through Redis when redis_url is set; 0 turns the limit off."
+    trusted_proxies: list[str] = []
+    "Addresses or networks (CIDR) of the proxies in front of the gateway: from these peers the client address, which a request without a valid key is rate-limited by, is taken from X-Forwarded-For."
     json_logs: bool = True
     "Log one JSON object a line, with the request id, when serving (set false for plain text)."
     log_level: str = "INFO"

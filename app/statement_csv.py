@@ -7,9 +7,9 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.auth import authenticate
 from app.billing.money import currency_exponent, format_amount
 from app.errors import DomainError
+from app.limits import admitted_caller
 from app.runtime import Runtime
 from app.services import settlement
 from graph.ids import split_global_id
@@ -53,10 +53,10 @@ def render(value: settlement.Statement, names: dict[int, str], services: dict[in
 
 async def statement_csv(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
-    async with rt.sessions() as session:
-        principal = await authenticate(session, request.headers.get("authorization"), rt.settings.operator_key, rt.keys)
-    if principal is None:
+    caller = admitted_caller(request.scope)  # its budget spent by app.limits.Admission
+    if caller is None:
         return _error(401, "UNAUTHENTICATED", "a valid API key is required")
+    principal = caller.principal
     key = _statement_key(request.path_params["statement_id"])
     if key is None or principal.network_id is None:
         return _error(404, "NOT_FOUND", "statement not found")

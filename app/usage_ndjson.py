@@ -9,7 +9,8 @@ then one closing line `{"accepted", "duplicates", "rejected"}`.
 
 Same semantics as `recordUsage`: the same conversion of an item (usage_input.item_from_row, shared with
 the importer), validation, idempotency and access (app.services.usage.record_usage), the same
-body-size limit and the same rate limit per key (one request takes one token). Items are recorded
+body-size limit and the same rate limit per key (one request takes one token, spent by
+app.limits.Admission). Items are recorded
 in batches of at most MAX_BATCH, each committed before its results are streamed (on SQLite,
 batches that arrive together share one commit), so a long body is answered as it is written; a line that is not a JSON object is
 rejected on its own (`INVALID`, path `["events", "<index>"]`)."""
@@ -19,9 +20,8 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from app.auth import identify
 from app.errors import DomainError, Problem
-from app.limits import LimitExceeded, bucket_of, limit_body
+from app.limits import LimitExceeded, admitted_caller, limit_body
 from app.observability import USAGE_EVENTS
 from app.runtime import Runtime
 from app.services import usage, usage_input
@@ -68,14 +68,11 @@ async def _read(request: Request, limit: int) -> bytes:
 
 async def usage_ndjson(request: Request):
     rt: Runtime = request.app.state.rt
-    caller = await identify(rt.sessions, request.headers.get("authorization"), rt.settings.operator_key, rt.keys)
+    caller = admitted_caller(request.scope)
     if caller is None:
         return _error(401, "UNAUTHENTICATED", "a valid API key is required")
     principal = caller.principal
-    limiter = getattr(getattr(request.app.state, "graphql", None), "rate_limiter", None)
     try:
-        if limiter is not None:
-            await limiter.check(bucket_of(principal))
         if principal.network_id is None:
             return _error(403, "FORBIDDEN", "the operator key may only create networks")
         body = await _read(request, rt.settings.max_body_bytes)

@@ -1,10 +1,11 @@
-"""Schema extensions: the authentication gate and the shaping of errors."""
+"""Schema extensions: the authentication gate, the shaping of errors and their log lines."""
 
 import logging
 import time
 
 from graphql import ExecutionResult, GraphQLError, OperationDefinitionNode, get_operation_ast
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from app.errors import AccessDenied, DomainError
 from app.observability import OPERATIONS
@@ -52,6 +53,26 @@ class AuthenticationGate(SchemaExtension):
         yield
 
 
+class SubscriptionsOverWebSocket(SchemaExtension):
+    """A subscription sent over HTTP is the client's mistake: 400 INVALID, nothing run (strawberry
+    would run it as a query, and its stream would fail as the server's fault)."""
+
+    def on_execute(self):
+        context = self.execution_context
+        request = getattr(context.context, "request", None)
+        if (
+            context.result is None
+            and context.operation_type is OperationType.SUBSCRIPTION
+            and request is not None
+            and request.scope["type"] == "http"
+        ):
+            context.result = ExecutionResult(
+                data=None, errors=[coded("INVALID", "subscriptions are served over WebSocket on /graphql")]
+            )
+            context.context.response.status_code = 400
+        yield
+
+
 class ErrorShaping(SchemaExtension):
     """Refusals keep their code and field path; anything unexpected is masked behind a request id
     (the detail goes to the log)."""
@@ -82,6 +103,28 @@ class ErrorShaping(SchemaExtension):
         )
 
 
+def log_errors(errors: list[GraphQLError], execution_context) -> None:
+    """The schema's `process_errors`: a caller's mistake (a refusal, a document that does not parse
+    or validate) is one INFO line naming the key and its party, so that no client can flood the log
+    with tracebacks; the server's own faults are logged at ERROR, with their traceback, by
+    ErrorShaping, which masks them."""
+    for error in errors:
+        original = error.original_error
+        if original is not None and not isinstance(original, (GraphQLError, DomainError, AccessDenied)):
+            continue
+        context = execution_context.context if execution_context is not None else None
+        caller = getattr(context, "caller", None)
+        principal = getattr(context, "principal", None)
+        code = (error.extensions or {}).get("code") or (
+            original.code if isinstance(original, DomainError) else "FORBIDDEN" if isinstance(original, AccessDenied) else "INVALID"
+        )
+        log.info(
+            "refused %s: %s (path %s, key %s, party %s)", code, error.message, error.path,
+            caller.key_prefix if caller is not None else ("operator" if principal is not None else "none"),
+            principal.party_id if principal is not None else None,
+        )
+
+
 class OperationMetrics(SchemaExtension):
     """Each operation's latency by name and type, for /metrics."""
 
@@ -90,11 +133,12 @@ class OperationMetrics(SchemaExtension):
         yield
         context = self.execution_context
         kind = context.operation_type.value if context.operation_type else "unknown"
-        label = operation_label(context.graphql_document, context.operation_name)
-        OPERATIONS.labels(operation=label, type=kind).observe(time.perf_counter() - started)
+        name = operation_name_of(context.graphql_document, context.operation_name)
+        authenticated = getattr(context.context, "principal", None) is not None
+        OPERATIONS.labels(operation=operation_label(name, authenticated), type=kind).observe(time.perf_counter() - started)
 
 
-def operation_label(document, operation_name: str | None) -> str:
+def operation_name_of(document, operation_name: str | None) -> str:
     """The operation's name, or for an anonymous one its first root field (`{ me { ... } }` is
     "me"), so that the metrics say what was asked without one series per query text."""
     operation = get_operation_ast(document, operation_name) if document is not None else None
@@ -105,5 +149,23 @@ def operation_label(document, operation_name: str | None) -> str:
     for selection in operation.selection_set.selections:
         name = getattr(getattr(selection, "name", None), "value", None)
         if name:
-            return name
+            return name[:64]
     return "unknown"
+
+
+MAX_OPERATION_LABELS = 200
+"Distinct operation names /metrics keeps a series for; later names are counted as `other`."
+_OPERATION_LABELS: set[str] = set()
+
+
+def operation_label(name: str, authenticated: bool) -> str:
+    """The metrics' label for an operation: only authenticated callers' names, and only the first
+    MAX_OPERATION_LABELS of them, so that no traffic can grow the metric set without bound."""
+    if not authenticated:
+        return "anonymous"
+    if name in _OPERATION_LABELS:
+        return name
+    if len(_OPERATION_LABELS) < MAX_OPERATION_LABELS:
+        _OPERATION_LABELS.add(name)
+        return name
+    return "other"

@@ -9,7 +9,7 @@ from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxToke
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
-from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics
+from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, log_errors
 from graph.fanout import SharingExecutor
 from graph.mutations.add_agreement import AgreementPayload, add_agreement
 from graph.mutations.change_price_plan import change_price_plan
@@ -86,7 +86,11 @@ _LIMITS = [
     )
 ]
 
-schema = strawberry.Schema(
+class GatewaySchema(strawberry.Schema):
+    process_errors = staticmethod(log_errors)  # strawberry's logs every error at ERROR with a traceback
+
+
+schema = GatewaySchema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
@@ -95,6 +99,7 @@ schema = strawberry.Schema(
     execution_context_class=SharingExecutor,  # subscribers with the same operation and access share each message
     extensions=[
         AuthenticationGate,
+        SubscriptionsOverWebSocket,
         ErrorShaping,
         OperationMetrics,
         lambda: AddValidationRules(_LIMITS),

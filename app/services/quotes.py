@@ -14,6 +14,7 @@ from app.runtime import Runtime
 from app.services import catalog, periods
 from app.services.access import visible_services
 from app.services.agreements import agreements_in_force, leg_of
+from app.services.usage import MAX_BATCH
 from app.services.usage_input import check_quantity
 from models import Network, Service
 
@@ -44,7 +45,10 @@ async def quote(
     rt: Runtime, principal: Principal, service_id: int, usage: list[tuple[str, Decimal]], period: str | None
 ) -> Quote:
     """As if these events were the service's only usage in the period, under that period's plan and
-    agreements. A partner sees only the flows it pays or receives and only its own retained amount."""
+    agreements. A partner sees only the flows it pays or receives and only its own retained amount.
+    At most MAX_BATCH items, as for recordUsage: a quote prices them on the event loop."""
+    if len(usage) > MAX_BATCH:
+        raise DomainError.of("BATCH_TOO_LARGE", f"at most {MAX_BATCH} usage items per quote", "usage")
     async with rt.sessions.begin() as session:
         service = await session.scalar(select(Service).where(Service.id == service_id, visible_services(principal)))
         if service is None:
