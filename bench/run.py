@@ -28,6 +28,7 @@ FIGURES = [
     "usage",         # recordUsage over HTTP, the bulk import, a loaded period (issue 5)
     "close_period",  # closePeriod on a loaded period (issue 6)
     "subscriptions", # WebSocket fan-out of settlementUpdated (issue 7)
+    "heavy_steps",   # the longest step the largest requests hold the event loop (issue 22)
 ]
 
 
