@@ -20,8 +20,10 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.auth import Principal
-from app.billing.money import RoundingMode, currency_exponent, from_micros, to_micros
-from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_line
+from app.billing import running_totals
+from app.billing.money import RoundingMode, currency_exponent
+from app.billing.pricing import Charge
+from app.billing.running_totals import Change
 from app.db import write_turn
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
@@ -35,8 +37,6 @@ from models.types import utcnow
 MAX_BATCH = 5000
 STATUSES = ("ACCEPTED", "DUPLICATE", "REJECTED")
 "An item's outcome."
-MAX_TOTAL = 2**63 - 1
-
 
 @dataclass(slots=True)
 class ItemResult:
@@ -384,7 +384,7 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
 
     fresh, inserts = await _claim_keys(connection, network_id, valid, services, results)
     try:
-        await _apply(session, ctx, [(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh], inserts.pending)
+        await _apply(session, ctx, [Change(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh], inserts.pending)
     except _Overflow as overflow:  # positions among the fresh events, in item order: as item indices
         accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
         raise _Overflow([accepted[position] for position in overflow.positions]) from None
@@ -903,19 +903,10 @@ def _submit(connection: AsyncConnection, statements: list[tuple[str, tuple]]) ->
     return asyncio.gather(*(_fetch(connection, sql, parameters) for sql, parameters in statements))
 
 
-_NO_QUANTITY = from_micros(0)
-"A line's mid_quantity where its charge has no clamp (the value from_micros(0) gives)."
-
-
-async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, int, int, str, int, int]],
-                 inserts: list[tuple[str, tuple]] = ()) -> None:
-    """Fold events in (sign 1) or out (sign -1) of the running totals and reprice what they touch.
-
-    A change is (period, service_id, consumer_id, metric, quantity in millionths, sign). Adding an
-    event to a line's totals is linear (pricing.add_event: counts and quantities move by the
-    event's own contribution, whatever the line holds), so the batch's contributions are summed
-    per line first and each touched line is read, repriced and written once. The plans of the
-    changes' services and periods are in `ctx` already (ctx.load).
+async def _apply(session: AsyncSession, ctx: _Context, changes: list[Change], inserts: list[tuple[str, tuple]] = ()) -> None:
+    """Fold events in (sign 1) or out (sign -1) of the running totals and reprice what they touch
+    (app.billing.running_totals does the arithmetic; this reads and writes the totals). The plans
+    of the changes' services and periods are in `ctx` already (ctx.load).
 
     `inserts`: SQLite's inserts of the events changed (_insert_events), queued after the reads of
     the totals: the database writes the events while this thread reprices, and all is done
@@ -926,37 +917,11 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     network = ctx.network
     connection = await session.connection()
     statements = _statements(connection)
-    deltas: dict[tuple, list[int]] = {}
-    for period, service_id, consumer_id, metric, quantity, sign in changes:
-        key = (period, service_id, consumer_id, metric)
-        delta = deltas.get(key)
-        if delta is None:
-            deltas[key] = [sign, sign * quantity, 0, 0, 0, 0]
-        else:
-            delta[0] += sign
-            delta[1] += sign * quantity
-    metrics = {(period, service_id, metric) for period, service_id, _, metric in deltas}
-    clamped = {key for key in metrics if is_clamped(ctx.charge(key[1], key[0], key[2]))}
-    if clamped:  # an event's share of the min/max/mid counts depends on its own quantity
-        for period, service_id, consumer_id, metric, quantity, sign in changes:
-            if (period, service_id, metric) in clamped:
-                one = add_event(ctx.charge(service_id, period, metric), LineUsage.empty(), from_micros(quantity), sign)
-                delta = deltas[(period, service_id, consumer_id, metric)]
-                delta[2] += one.min_events
-                delta[3] += one.max_events
-                delta[4] += one.mid_events
-                delta[5] += to_micros(one.mid_quantity)
-    service_usage = {key: [0, 0] for key in metrics}
-    "(events, quantity) by (period, service, metric): the sums of the lines' deltas."
-    for (period, service_id, _, metric), delta in deltas.items():
-        totals = service_usage[(period, service_id, metric)]
-        totals[0] += delta[0]
-        totals[1] += delta[1]
-
+    deltas = running_totals.deltas_of(changes, ctx.charge)
     # Lines are locked in one order, then the services' totals; missing lines are created empty
     # (in key order) and then locked: concurrent writers on PostgreSQL wait for each other
     # instead of losing an update (SQLite holds its write lock).
-    keys = sorted(deltas)
+    keys = sorted(deltas.lines)
     line_reads = _line_reads(statements, network.id, keys)
     service_reads = _service_reads(statements, network.id, {period for period, *_ in keys}, {k[1] for k in keys})
     reads = [*line_reads, *service_reads]
@@ -965,14 +930,14 @@ async def _apply(session: AsyncSession, ctx: _Context, changes: list[tuple[str, 
     else:
         reading, written = _fetch_all(connection, reads), None
     try:
-        await _reprice(connection, ctx, changes, deltas, service_usage, keys, line_reads, service_reads, await reading)
+        await _reprice(connection, ctx, changes, deltas, keys, line_reads, service_reads, await reading)
     finally:
         if written is not None:
             await written
 
 
-async def _reprice(connection: AsyncConnection, ctx: _Context, changes, deltas, service_usage, keys, line_reads,
-                   service_reads, answers) -> None:
+async def _reprice(connection: AsyncConnection, ctx: _Context, changes: list[Change], deltas: running_totals.Deltas,
+                   keys, line_reads, service_reads, answers) -> None:
     """_apply's second half: the lines repriced from their totals as read (`answers`), checked
     against MAX_TOTAL and written with the services' totals."""
     network = ctx.network
@@ -986,66 +951,18 @@ async def _reprice(connection: AsyncConnection, ctx: _Context, changes, deltas, 
 
     mode = RoundingMode(network.rounding_mode)
     exponents = {service_id: currency_exponent(service.currency) for service_id, service in ctx.services.items()}
-    revenue: dict[tuple[str, int], int] = defaultdict(int)
-    updates = []
-    overflow = False
-    for key in keys:
-        period, service_id, consumer_id, metric = key
-        old, delta = lines[key], deltas[key]
-        events, quantity, min_events = old[0] + delta[0], old[1] + delta[1], old[2] + delta[2]
-        max_events, mid_events, mid_quantity = old[3] + delta[3], old[4] + delta[4], old[5] + delta[5]
-        new = LineUsage(events, from_micros(quantity), min_events, max_events, mid_events,
-                        from_micros(mid_quantity) if mid_quantity else _NO_QUANTITY)
-        amount = price_line(ctx.charge(service_id, period, metric), new, exponents[service_id], mode) if events else 0
-        overflow = overflow or quantity > MAX_TOTAL or amount > MAX_TOTAL
-        revenue[(period, service_id)] += amount - old[6]
-        updates.append((events, quantity, min_events, max_events, mid_events, mid_quantity, amount, network.id, *key))
-    # SQLite would turn a sum past 2^63-1 into a float: every total is checked before it is written.
+    repriced = running_totals.reprice(lines, deltas, ctx.charge, exponents.__getitem__, mode)
     usage_totals, revenue_totals = _service_totals(service_reads, answers[len(line_reads) :])
-    overflow = (
-        overflow
-        or any(usage_totals.get(key, (0, 0))[1] + totals[1] > MAX_TOTAL or usage_totals.get(key, (0, 0))[0] + totals[0] > MAX_TOTAL
-               for key, totals in service_usage.items())
-        or any(revenue_totals.get(key, 0) + amount > MAX_TOTAL for key, amount in revenue.items())
-    )
-    if overflow:
-        raise _Overflow(_overflowing(ctx, changes, lines, usage_totals, revenue_totals, exponents, mode))
+    if running_totals.totals_overflow(repriced, deltas, usage_totals, revenue_totals):
+        raise _Overflow(running_totals.overflowing(changes, lines, usage_totals, revenue_totals, ctx.charge,
+                                                   exponents.__getitem__, mode))
     await _write_all(connection, [
-        (statements.update_line, updates),
+        (statements.update_line, [(*totals, network.id, *key) for key, totals in repriced.lines.items()]),
         (statements.add_service_usage, [(network.id, period, service_id, metric, events, quantity)
-                                         for (period, service_id, metric), (events, quantity) in sorted(service_usage.items())]),
+                                         for (period, service_id, metric), (events, quantity) in sorted(deltas.usage.items())]),
         (statements.add_service_revenue, [(network.id, period, service_id, delta)
-                                           for (period, service_id), delta in sorted(revenue.items())]),
+                                           for (period, service_id), delta in sorted(repriced.revenue.items())]),
     ])
-
-
-def _overflowing(ctx: _Context, changes, lines, usage_totals, revenue_totals, exponents, mode) -> list[int]:
-    """The positions of the changes that would each push a line's, a service's usage or a
-    service's revenue total past MAX_TOTAL, taken one at a time in order as if recorded alone;
-    a change that would is left out and the next ones are taken on the totals without it."""
-    usage_totals = dict(usage_totals)
-    revenue_totals = dict(revenue_totals)
-    line_totals = {
-        key: (LineUsage(old[0], from_micros(old[1]), old[2], old[3], old[4], from_micros(old[5])), old[6])
-        for key, old in lines.items()
-    }
-    positions = []
-    for position, (period, service_id, consumer_id, metric, quantity, sign) in enumerate(changes):
-        key = (period, service_id, consumer_id, metric)
-        charge = ctx.charge(service_id, period, metric)
-        line, old_amount = line_totals[key]
-        line = add_event(charge, line, from_micros(quantity), sign)
-        amount = price_line(charge, line, exponents[service_id], mode) if line.events else 0
-        events, total = usage_totals.get((period, service_id, metric), (0, 0))
-        events, total = events + sign, total + sign * quantity
-        revenue = revenue_totals.get((period, service_id), 0) + amount - old_amount
-        if max(to_micros(line.quantity), amount, events, total, revenue) > MAX_TOTAL:
-            positions.append(position)
-            continue
-        line_totals[key] = (line, amount)
-        usage_totals[(period, service_id, metric)] = (events, total)
-        revenue_totals[(period, service_id)] = revenue
-    return positions
 
 
 async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) -> UsageEvent:
@@ -1068,7 +985,7 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) ->
         ctx = _Context(network, {service.id: service})
         ctx.closed = await periods.closed_keys(session, network.id)
         await ctx.load(await session.connection(), {(service.id, event.period)})
-        await _apply(session, ctx, [(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)])
+        await _apply(session, ctx, [Change(event.period, event.service_id, event.consumer_id, event.metric, event.quantity, -1)])
         await _correct_closed(session, ctx, [event])
         await session.commit()
     await events.usage_changed(rt, principal.network_id, [event])
