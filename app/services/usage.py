@@ -26,6 +26,7 @@ from app.db import write_turn
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
+from app.services.access import may_record, recordable_services, visible_services
 from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time, printable
 from models import (ClosedPeriod, ConsumerBlock, Network, Party, PricePlan, Service, ServiceRevenue, ServiceUsage,
                     UsageEvent, UsageLine)
@@ -67,13 +68,6 @@ class Recorded:
         """The results by status, every status counted (0 where none), in one pass."""
         counted = Counter(r.status for r in self.results)
         return {status: counted[status] for status in STATUSES}
-
-
-def may_record(principal: Principal, service: Service) -> bool:
-    """The service's provider and the network's owner record and void its usage."""
-    return principal.network_id == service.network_id and (
-        principal.is_owner or principal.party_id == service.provider_id
-    )
 
 
 async def preparer_for(rt: Runtime, principal: Principal) -> Preparer:
@@ -353,6 +347,8 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
     services = {row[0]: BatchService(*row) for rows in service_rows for row in rows}
     ctx = _Context(network, services)
     ctx.allowed = {service_id: may_record(principal, service) for service_id, service in services.items()}
+    if not all(ctx.allowed.values()):
+        await _forget_unseen(session, principal, ctx.allowed)
     ctx.closed = {key for (key,) in closed_rows}
     bind = statements.bind_time
     ctx.latest = bind(rt.now() + timedelta(seconds=rt.settings.future_tolerance_seconds))
@@ -393,6 +389,16 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
             await inserts.running
     await _correct_closed(session, ctx, fresh)
     return Recorded([r for r in results if r is not None]), fresh
+
+
+async def _forget_unseen(session: AsyncSession, principal: Principal, allowed: dict[int, bool]) -> None:
+    """A service the principal may not record on is FORBIDDEN where it can see the service, and
+    does not exist for it (NOT_FOUND, as an unknown id) where it cannot. A refused batch's extra read."""
+    refused = [service_id for service_id, ok in allowed.items() if not ok]
+    seen = set(await session.scalars(select(Service.id).where(Service.id.in_(refused), visible_services(principal))))
+    for service_id in refused:
+        if service_id not in seen:
+            del allowed[service_id]
 
 
 async def _correct_closed(session: AsyncSession, ctx: _Context, changed: list) -> None:

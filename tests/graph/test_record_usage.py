@@ -85,6 +85,31 @@ async def test_another_networks_owner_finds_no_such_service(api, mobility):
     assert payload["results"][0]["errors"] == [{"field": ["events", "0", "serviceId"], "code": "NOT_FOUND"}]
 
 
+RECORD_WITH_MESSAGES = """mutation($events: [UsageInput!]!) { recordUsage(events: $events) {
+  accepted duplicates rejected results { index status event { idempotencyKey } errors { field code message } }
+  errors { field code message } } }"""
+
+
+async def bike_rental(api, mobility) -> tuple[object, str]:
+    """BikeCo's service, billed by the owner: in no value chain of CityCar's or HelpDesk24's."""
+    bikeco = await mobility.net.onboard("BikeCo", "PROVIDER")
+    return bikeco, await mobility.net.service("Bike rental", bikeco, [{"metric": "minutes", "model": "PER_UNIT", "unitPrice": "0.17"}])
+
+
+async def test_a_service_the_caller_cannot_see_answers_as_one_that_does_not_exist(api, mobility):
+    """CityCar and HelpDesk24 cannot see Bike rental: recording on it answers exactly as on a
+    forged id, and nothing is written."""
+    from graph.ids import to_global_id
+
+    _, bikes = await bike_rental(api, mobility)
+    for caller in (mobility.citycar, mobility.helpdesk):
+        hidden = (await api.data(RECORD_WITH_MESSAGES, {"events": [event(bikes, "probe")]}, caller.key))["recordUsage"]
+        forged = (await api.data(RECORD_WITH_MESSAGES, {"events": [event(to_global_id("Service", 10**12), "probe")]}, caller.key))["recordUsage"]
+        assert hidden == forged
+        assert hidden["results"][0]["errors"] == [{"field": ["events", "0", "serviceId"], "code": "NOT_FOUND", "message": "service not found"}]
+    assert (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"] == []
+
+
 def ten_minutes_ahead() -> str:
     """Taken when the test runs, not when the module is collected: a run of the suite outlasts
     the 5 minutes of tolerance."""
