@@ -116,6 +116,13 @@ def sees_rule(principal: Principal, agreement: Agreement) -> bool:
     )
 
 
+def sees_created_at_of(principal: Principal, party: Party) -> bool:
+    """When a consumer was created tells who first billed it: its own date is for the owner, its
+    merchant of record and itself. Anyone else who sees it knows it by its own services' usage
+    (usage_events.first_recorded), not whether it was another provider's customer before."""
+    return party.kind != "CONSUMER" or principal.is_owner or principal.party_id in (party.id, party.billing_party_id)
+
+
 def sees_keys_of(principal: Principal, party: Party) -> bool:
     return principal.network_id == party.network_id and (principal.is_owner or principal.party_id == party.id)
 
