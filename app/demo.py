@@ -59,18 +59,19 @@ async def seed(rt: Runtime) -> dict[str, str]:
         ],
     )
 
-    def as_party(party) -> Principal:
-        return Principal(created.network.id, party.id, party.kind)
-
+    hub = created.owner
     terms = [
-        (owner, helpdesk, car_sharing, RuleDraft(ShareKind.PERCENT, percent=D("2"))),
-        (owner, parkspace, car_sharing, RuleDraft(ShareKind.PER_UNIT, amount=D("0.02"), metric="minutes")),
-        (owner, citycar, car_sharing, RuleDraft(ShareKind.PERCENT, percent=D("85"))),
-        (as_party(citycar), fleetcare, car_sharing, RuleDraft(ShareKind.PER_EVENT, amount=D("0.50"), metric="rental")),
-        (as_party(helpdesk), callcenter, car_sharing, RuleDraft(ShareKind.PERCENT, percent=D("40"))),
-        (owner, helpdesk, scooter_sharing, RuleDraft(ShareKind.PERCENT, percent=D("2"))),
-        (owner, scooters, scooter_sharing, RuleDraft(ShareKind.PERCENT, percent=D("80"))),
+        (hub, helpdesk, car_sharing, RuleDraft(ShareKind.PERCENT, percent=D("2"))),
+        (hub, parkspace, car_sharing, RuleDraft(ShareKind.PER_UNIT, amount=D("0.02"), metric="minutes")),
+        (hub, citycar, car_sharing, RuleDraft(ShareKind.PERCENT, percent=D("85"))),
+        (citycar, fleetcare, car_sharing, RuleDraft(ShareKind.PER_EVENT, amount=D("0.50"), metric="rental")),
+        (helpdesk, callcenter, car_sharing, RuleDraft(ShareKind.PERCENT, percent=D("40"))),
+        (hub, helpdesk, scooter_sharing, RuleDraft(ShareKind.PERCENT, percent=D("2"))),
+        (hub, scooters, scooter_sharing, RuleDraft(ShareKind.PERCENT, percent=D("80"))),
     ]
+    # The owner draws the chains: a payer names as payee only a party it can see (DESIGN §7), and
+    # FleetCare and CallCenter Nord are in no chain of their payers' before these agreements.
     for payer, payee, service, rule in terms:
-        await add_agreement(rt, payer, AgreementDraft(service_id=service.id, payee_id=payee.id, rule=rule))
+        draft = AgreementDraft(service_id=service.id, payer_id=payer.id, payee_id=payee.id, rule=rule)
+        await add_agreement(rt, owner, draft)
     return keys

@@ -9,7 +9,7 @@ from strawberry.dataloader import DataLoader
 
 from app.auth import Principal
 from app.runtime import Runtime
-from app.services import catalog, flows
+from app.services import catalog, flows, usage_events
 from app.services.access import visible_agreements, visible_parties, visible_services
 from app.services.agreements import in_force
 from models import Agreement, ApiKey, Network, Party, Service
@@ -58,6 +58,17 @@ def _keys_by_party(rt: Runtime, principal: Principal) -> DataLoader:
             for row in rows:
                 grouped[row.party_id].append(row)
         return [grouped.get(i, []) for i in party_ids]
+
+    return DataLoader(load_fn=load)
+
+
+def _consumers_first_recorded(rt: Runtime, principal: Principal) -> DataLoader:
+    """A consumer's createdAt for a principal that may not see its own (access.sees_created_at_of)."""
+
+    async def load(consumer_ids: list[int]) -> list:
+        async with rt.sessions() as session:
+            found = await usage_events.first_recorded(session, principal, consumer_ids)
+        return [found.get(i) for i in consumer_ids]
 
     return DataLoader(load_fn=load)
 
@@ -124,6 +135,7 @@ class Loaders:
     network_by_id: DataLoader
     agreements_by_party: DataLoader
     api_keys_by_party: DataLoader
+    consumer_first_recorded: DataLoader
     chain_agreements: DataLoader
     plan_by_service_period: DataLoader
     revenue_by_service_period: DataLoader
@@ -138,6 +150,7 @@ class Loaders:
             network_by_id=_by_id(rt, Network, own_network),
             agreements_by_party=_agreements_by_party(rt, principal),
             api_keys_by_party=_keys_by_party(rt, principal),
+            consumer_first_recorded=_consumers_first_recorded(rt, principal),
             chain_agreements=_chain_agreements(rt, principal),
             plan_by_service_period=_plans(rt, principal),
             revenue_by_service_period=_revenues(rt, principal),

@@ -15,7 +15,7 @@ from app.billing.pricing import Charge as ChargeValue
 from app.billing.pricing import ChargeModel
 from app.billing.waterfall import ShareBase, ShareKind
 from app.services import catalog, periods
-from app.services.access import sees_keys_of, sees_rule, visible_parties, visible_services
+from app.services.access import sees_created_at_of, sees_keys_of, sees_rule, visible_parties, visible_services
 from graph.context import Info
 from graph.ids import to_global_id
 from graph.pagination import Page, encode_cursor, paginate
@@ -186,9 +186,12 @@ class Party(Node):
     def active(self) -> bool:
         return self.row.active
 
-    @strawberry.field
-    def created_at(self) -> datetime:
-        return self.row.created_at
+    @strawberry.field(description="A consumer seen by a provider of its services (not its merchant of record): "
+                      "when its first event on that provider's services was recorded.")
+    async def created_at(self, info: Info) -> datetime:
+        if sees_created_at_of(info.context.principal, self.row):
+            return self.row.created_at
+        return await info.context.loaders.consumer_first_recorded.load(self.row.id)
 
     @strawberry.field(description="Agreements where this party pays or is paid.")
     async def agreements(self, info: Info) -> list[Agreement]:

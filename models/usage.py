@@ -13,11 +13,13 @@ that index at its commit, and SQLite's writes grew with the period."""
 
 
 class UsageEvent(SQLModel, table=True):
-    """A consumer used a service. Quantities are integer millionths; the key decides duplicates."""
+    """A consumer used a service. Quantities are integer millionths; the key decides duplicates,
+    within its service (DESIGN §2: two providers' keys never collide)."""
 
     __tablename__ = "usage_events"
     __table_args__ = (
-        UniqueConstraint("network_id", "idempotency_key", name="uq_usage_events_key"),
+        UniqueConstraint("network_id", "service_id", "idempotency_key", name="uq_usage_events_service_key"),
+        Index("ix_usage_events_key", "network_id", "idempotency_key"),
         Index("ix_usage_events_service", "network_id", "service_id", "period", "id"),
         Index("ix_usage_events_consumer", "network_id", "id_block", "consumer_id", "id"),
     )

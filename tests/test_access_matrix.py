@@ -10,6 +10,11 @@ prefixes). A mutation's refused cells must write nothing: a snapshot (a query th
 when it succeeds) is taken before and after; its allowed cells must change that snapshot.
 Subscriptions go through a real WebSocket (graphql-transport-ws), `connection_init` with the key.
 
+`test_hidden_ids_answer_as_ids_that_do_not_exist` then probes the oracles (issue 22): every
+caller inside the network but BikeCo's owner, and the stranger, names BikeCo or its Bike rental
+(which exist, and which it cannot see) where a payee, a service or a usage key goes, and gets the
+very answer a forged id gets, with nothing written.
+
 Outcomes:
   ok                        data returned
   hidden                    null, an empty list or connection, or a top-level NOT_FOUND
@@ -31,6 +36,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
+from graph.ids import to_global_id
 from graph.schema import schema
 from models import Network as NetworkRow
 from tests.conftest import OPERATOR_KEY, Api
@@ -385,7 +391,8 @@ async def build_world(api: Api, rt) -> World:
     closed = (await api.data('mutation { closePeriod(period: "2026-09") { errors { code } } }', None, owner.key))["closePeriod"]
     assert closed["errors"] == [], closed
 
-    ids = {"owner": owner.id, "citycar": mobility.citycar.id, "parkspace": mobility.parkspace.id, "car": car, "bikes": bikes}
+    ids = {"owner": owner.id, "citycar": mobility.citycar.id, "parkspace": mobility.parkspace.id, "car": car, "bikes": bikes,
+           "bikeco": bikeco.id}
     party_ids = {m.name: m.id for m in [owner, *net.members.values()]}
     agreements = (await api.data(PARTY, {"id": mobility.citycar.id}, owner.key))["party"]["agreements"]
     ids["citycar_fleetcare"] = next(a["id"] for a in agreements if a["payee"]["name"] == "FleetCare")
@@ -624,3 +631,78 @@ async def test_the_access_matrix(api, rt, ws_url):  # noqa: F811 (ws_url is the 
         assert any(f.startswith(f"{name} × {principal}:") for f in known), f"{name} × {principal} works now: drop it from KNOWN_BUGS"
     if known:
         print("known bugs still there:\n" + "\n".join(known))
+
+
+# ---- oracles: what exists but is hidden answers as what does not exist ---------------------------
+
+FORGED_PARTY, FORGED_SERVICE = to_global_id("Party", 10**12), to_global_id("Service", 10**12)
+ORACLE_PRINCIPALS = ("provider", "partner", "subpartner", "stranger")
+ADD_PAYEE = f"""mutation($payee: ID!, $sid: ID!) {{
+  addAgreement(input: {{payeeId: $payee, serviceId: $sid, effectiveFrom: "2026-12", rule: {{kind: PERCENT, percent: "1"}}}}) {{
+    agreement {{ {AGREEMENT_FIELDS} }} {ERRORS} }}
+}}"""
+ONBOARD_PAYEE = f"""mutation($name: String!, $payee: ID!, $sid: ID!) {{
+  onboardPartner(input: {{name: $name, kind: PARTNER, issueApiKey: true, agreements: [
+      {{serviceId: $sid, rule: {{kind: PERCENT, percent: "1"}}}},
+      {{serviceId: $sid, payeeId: $payee, rule: {{kind: PERCENT, percent: "1"}}}}]}}) {{
+    party {{ name }} agreements {{ {AGREEMENT_FIELDS} }} apiKey {ERRORS}
+  }}
+}}"""
+VOID_ON = f"""mutation($key: String!, $sid: ID) {{ voidUsage(idempotencyKey: $key, serviceId: $sid) {{
+  event {{ idempotencyKey voided consumer {{ name }} service {{ name }} }} {ERRORS}
+}} }}"""
+ORACLE_SNAPSHOT = """{ network { parties(first: 100) { edges { node { name agreements { id } } } } }
+  usageEvents(first: 100) { edges { node { idempotencyKey voided } } } }"""
+
+
+def hidden_or_forged(hidden: bool, world: World, name: str) -> str:
+    forged = {"bikeco": FORGED_PARTY, "bikes": FORGED_SERVICE}
+    return world.ids[name] if hidden else forged[name]
+
+
+# case: (root field, query, variables(world, principal, hidden))
+ORACLES = {
+    "addAgreement(payeeId)": ("addAgreement", ADD_PAYEE, lambda w, p, h: {"payee": hidden_or_forged(h, w, "bikeco"), "sid": w.ids["car"]}),
+    "onboardPartner(agreements: payeeId)": ("onboardPartner", ONBOARD_PAYEE, lambda w, p, h: {
+        "name": f"Oracle sub {p}", "payee": hidden_or_forged(h, w, "bikeco"), "sid": w.ids["car"]}),
+    "recordUsage(serviceId)": ("recordUsage", RECORD, lambda w, p, h: {"events": [usage(hidden_or_forged(h, w, "bikes"), f"oracle-{p}", NOVEMBER)]}),
+    "voidUsage(serviceId)": ("voidUsage", VOID_ON, lambda w, p, h: {"key": "matrix-bike-sep", "sid": hidden_or_forged(h, w, "bikes")}),
+    "voidUsage(idempotencyKey)": ("voidUsage", VOID_ON, lambda w, p, h: {"key": "matrix-bike-sep" if h else "oracle-no-such-key", "sid": None}),
+}
+
+
+async def test_hidden_ids_answer_as_ids_that_do_not_exist(api, rt):
+    rt.clock = lambda: NOW
+    world = await build_world(api, rt)
+    owner = world.owner_key
+    before = await api.post(ORACLE_SNAPSHOT, None, owner)
+    failures = []
+    for case, (name, query, variables) in ORACLES.items():
+        for principal in ORACLE_PRINCIPALS:
+            key = world.keys[principal]
+            hidden, _ = await call(world, query, variables(world, principal, True), key)
+            forged, _ = await call(world, query, variables(world, principal, False), key)
+            if hidden != forged:
+                failures.append(f"{case} × {principal}: hidden {json.dumps(hidden)[:300]} != forged {json.dumps(forged)[:300]}")
+            got = classify(name, hidden)
+            if got not in (NF, ITEM("NOT_FOUND"), HIDDEN):
+                failures.append(f"{case} × {principal}: expected NOT_FOUND, got {got}")
+            leaked = leaks(world, principal, hidden)
+            if leaked:
+                failures.append(f"LEAK {case} × {principal}: {leaked}")
+    for principal in ("provider", "stranger"):  # /usage.ndjson, the same answer as recordUsage
+        key = world.keys[principal]
+        answers = [
+            (await api.client.post("/usage.ndjson", content=json.dumps(usage(sid, f"oracle-nd-{principal}", NOVEMBER)).encode(),
+                                   headers={"Authorization": f"Bearer {key}"})).text
+            for sid in (world.ids["bikes"], FORGED_SERVICE)
+        ]
+        if answers[0] != answers[1] or '"NOT_FOUND"' not in answers[0]:
+            failures.append(f"/usage.ndjson × {principal}: {answers}")
+    if await api.post(ORACLE_SNAPSHOT, None, owner) != before:
+        failures.append("a refused call wrote something")
+    # BikeCo's key is no conflict for CityCar, and tells it nothing: its own event, accepted
+    mine = (await api.data(RECORD, {"events": [usage(world.ids["car"], "matrix-bike-sep", NOVEMBER)]}, world.keys["provider"]))
+    if [r["status"] for r in mine["recordUsage"]["results"]] != ["ACCEPTED"]:
+        failures.append(f"BikeCo's key on CityCar's service: {mine}")
+    assert not failures, "\n".join(failures)

@@ -74,3 +74,51 @@ async def test_events_stored_before_the_blocks_of_ids_are_found_by_consumer_afte
         await rt.close()
         if name:
             await _drop_postgres_database(name)
+
+
+RECORD_STATUSES = """mutation($events: [UsageInput!]!) { recordUsage(events: $events) { results { status } } }"""
+KEYS = """{ usageEvents(first: 100) { edges { node { idempotencyKey service { name } } } } }"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_keys_stored_before_they_were_scoped_per_service_keep_deciding_duplicates(backend, tmp_path):
+    """Revision 0005 makes idempotency keys unique per service. Events recorded, the database
+    taken down to 0004 (keys unique per network) and up again: the events keep their keys, a
+    re-send is a duplicate, and a second service may now use the same key."""
+    if backend == "postgres":
+        url, name = await _postgres_database()
+    else:
+        url, name = f"sqlite+aiosqlite:///{tmp_path / 'shareflow.db'}", None
+    rt = Runtime.from_settings(Settings(database_url=url, operator_key=OPERATOR_KEY, auth_cache_seconds=0))
+    try:
+        await upgrade(rt.engine)
+        app = create_app(rt=rt)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shareflow.test") as client:
+            api = Api(client)
+            mobility = await mobility_network(api)
+            owner = mobility.net.owner
+            bikeco = await mobility.net.onboard("BikeCo", "PROVIDER")
+            bikes = await mobility.net.service("Bike rental", bikeco, [{"metric": "minutes", "model": "PER_UNIT", "unitPrice": "0.17"}])
+            at = datetime.now(UTC).replace(microsecond=0).isoformat()
+
+            def usage(service_id: str, key: str) -> dict:
+                return {"idempotencyKey": key, "serviceId": service_id, "consumerRef": "ann", "metric": "minutes",
+                        "quantity": "1", "occurredAt": at}
+
+            before = [usage(mobility.service_id, "k1"), usage(mobility.service_id, "k2"), usage(bikes, "k3")]
+            assert (await api.data(RECORD, {"events": before}, owner.key))["recordUsage"]["accepted"] == 3
+
+            await rt.engine.dispose()
+            await asyncio.to_thread(command.downgrade, alembic_config(url), "0004")
+            await rt.engine.dispose()
+            await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+
+            keys = (await api.data(KEYS, key=owner.key))["usageEvents"]["edges"]
+            assert sorted((e["node"]["idempotencyKey"], e["node"]["service"]["name"]) for e in keys) == [
+                ("k1", "Car sharing"), ("k2", "Car sharing"), ("k3", "Bike rental")]
+            again = (await api.data(RECORD_STATUSES, {"events": [*before, usage(bikes, "k1")]}, owner.key))["recordUsage"]
+            assert [r["status"] for r in again["results"]] == ["DUPLICATE", "DUPLICATE", "DUPLICATE", "ACCEPTED"]
+    finally:
+        await rt.close()
+        if name:
+            await _drop_postgres_database(name)

@@ -45,6 +45,23 @@ def consumer_data_services(principal: Principal) -> ColumnElement[bool]:
     return and_(in_network, or_(Service.provider_id == me, Service.billed_by_id == me))
 
 
+def may_record(principal: Principal, service: Service) -> bool:
+    """The service's provider and the network's owner record and void its usage."""
+    return principal.network_id == service.network_id and (
+        principal.is_owner or principal.party_id == service.provider_id
+    )
+
+
+def recordable_services(principal: Principal) -> ColumnElement[bool]:
+    """may_record as SQL: the services whose usage the principal records and voids."""
+    if principal.network_id is None:
+        return false()
+    in_network = Service.network_id == principal.network_id
+    if principal.is_owner:
+        return in_network
+    return and_(in_network, Service.provider_id == principal.party_id)
+
+
 def visible_parties(principal: Principal) -> ColumnElement[bool]:
     """The owner sees its whole network; anyone else itself, the owner, the value chains of its
     services, and the consumers of the services it provides or bills."""
@@ -97,6 +114,13 @@ def sees_rule(principal: Principal, agreement: Agreement) -> bool:
     return principal.network_id == agreement.network_id and (
         principal.is_owner or principal.party_id in (agreement.payer_id, agreement.payee_id)
     )
+
+
+def sees_created_at_of(principal: Principal, party: Party) -> bool:
+    """When a consumer was created tells who first billed it: its own date is for the owner, its
+    merchant of record and itself. Anyone else who sees it knows it by its own services' usage
+    (usage_events.first_recorded), not whether it was another provider's customer before."""
+    return party.kind != "CONSUMER" or principal.is_owner or principal.party_id in (party.id, party.billing_party_id)
 
 
 def sees_keys_of(principal: Principal, party: Party) -> bool:

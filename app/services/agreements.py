@@ -12,7 +12,7 @@ from app.billing.waterfall import Leg, ShareBase, ShareKind, closes_cycle, valid
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, periods
-from app.services.access import visible_agreements, visible_services
+from app.services.access import visible_agreements, visible_parties, visible_services
 from models import Agreement, Network, Party, Service
 
 
@@ -155,8 +155,11 @@ async def _add_one(
     payee_id = draft.payee_id or (default_payee.id if default_payee else None)
     if payee_id is None:
         raise DomainError.of("INVALID", "a payee is required", *at, "payeeId")
-    payee = default_payee if default_payee and payee_id == default_payee.id else await session.get(Party, payee_id)
-    if payee is None or payee.network_id != network.id or payee.kind in ("CONSUMER", "OWNER"):
+    # Only a party the payer can see, or the one onboarded in this call: a guessed id finds nothing.
+    payee = default_payee if default_payee and payee_id == default_payee.id else await session.scalar(
+        select(Party).where(Party.id == payee_id, visible_parties(principal))
+    )
+    if payee is None or payee.kind in ("CONSUMER", "OWNER"):
         raise not_found("payee", *at, "payeeId")
     start = periods.resolve(network, draft.effective_from, rt.now(), *at, "effectiveFrom")
     await periods.require_changeable(session, network, start, *at, "effectiveFrom")

@@ -28,6 +28,7 @@ from app.db import write_turn
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
+from app.services.access import may_record, recordable_services, visible_services
 from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time, printable
 from models import (ClosedPeriod, ConsumerBlock, Network, Party, PricePlan, Service, ServiceRevenue, ServiceUsage,
                     UsageEvent, UsageLine)
@@ -67,13 +68,6 @@ class Recorded:
         """The results by status, every status counted (0 where none), in one pass."""
         counted = Counter(r.status for r in self.results)
         return {status: counted[status] for status in STATUSES}
-
-
-def may_record(principal: Principal, service: Service) -> bool:
-    """The service's provider and the network's owner record and void its usage."""
-    return principal.network_id == service.network_id and (
-        principal.is_owner or principal.party_id == service.provider_id
-    )
 
 
 async def preparer_for(rt: Runtime, principal: Principal) -> Preparer:
@@ -353,6 +347,8 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
     services = {row[0]: BatchService(*row) for rows in service_rows for row in rows}
     ctx = _Context(network, services)
     ctx.allowed = {service_id: may_record(principal, service) for service_id, service in services.items()}
+    if not all(ctx.allowed.values()):
+        await _forget_unseen(session, principal, ctx.allowed)
     ctx.closed = {key for (key,) in closed_rows}
     bind = statements.bind_time
     ctx.latest = bind(rt.now() + timedelta(seconds=rt.settings.future_tolerance_seconds))
@@ -393,6 +389,16 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
             await inserts.running
     await _correct_closed(session, ctx, fresh)
     return Recorded([r for r in results if r is not None]), fresh
+
+
+async def _forget_unseen(session: AsyncSession, principal: Principal, allowed: dict[int, bool]) -> None:
+    """A service the principal may not record on is FORBIDDEN where it can see the service, and
+    does not exist for it (NOT_FOUND, as an unknown id) where it cannot. A refused batch's extra read."""
+    refused = [service_id for service_id, ok in allowed.items() if not ok]
+    seen = set(await session.scalars(select(Service.id).where(Service.id.in_(refused), visible_services(principal))))
+    for service_id in refused:
+        if service_id not in seen:
+            del allowed[service_id]
 
 
 async def _correct_closed(session: AsyncSession, ctx: _Context, changed: list) -> None:
@@ -513,7 +519,9 @@ class _Statements:
         self.savepoint_batch = "SAVEPOINT usage_batch"
         self.rollback_batch = "ROLLBACK TO SAVEPOINT usage_batch"
         self.release_batch = "RELEASE SAVEPOINT usage_batch"
-        self.keys_taken = f"SELECT idempotency_key FROM {_EVENTS.name} WHERE network_id = ? AND idempotency_key IN (*)"
+        # Keys are unique per service (DESIGN §2): looked up by the plain index on (network, key),
+        # the rows of other services' keys left out by _claim_keys.
+        self.keys_taken = f"SELECT service_id, idempotency_key FROM {_EVENTS.name} WHERE network_id = ? AND idempotency_key IN (*)"
         self.lock_lines = (
             f"SELECT consumer_id, {', '.join(_LINE_TOTALS)} FROM {_LINES.name} WHERE network_id = ? AND period = ? "
             "AND service_id = ? AND metric = ? AND consumer_id IN (*) ORDER BY consumer_id"
@@ -583,7 +591,7 @@ class _Statements:
         values = ", ".join([f"({', '.join(['?'] * len(_NEW_EVENT))})"] * rows)
         return self.native(
             f"INSERT INTO {_EVENTS.name} ({', '.join(_NEW_EVENT)}) VALUES {values} "
-            "ON CONFLICT (network_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+            "ON CONFLICT (network_id, service_id, idempotency_key) DO NOTHING RETURNING id, service_id, idempotency_key"
         )
 
 
@@ -672,15 +680,19 @@ async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tup
     return found
 
 
-async def _events_by_key(connection: AsyncConnection, network_id: int, keys: list[str]) -> dict[str, tuple[StoredEvent, str]]:
-    """Stored events by idempotency key, each with its consumer's reference."""
+async def _events_by_key(connection: AsyncConnection, network_id: int,
+                         keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[StoredEvent, str]]:
+    """Stored events by (service, idempotency key), each with its consumer's reference; another
+    service's event of the same key is none of the batch's business."""
     found = {}
+    wanted = set(keys)
     statement = _statements(connection).events_by_key
-    for chunk in _chunks(keys):
+    for chunk in _chunks(sorted({key for _, key in keys})):
         rows = await connection.execute(statement, {"network_id": network_id, "keys": chunk})
         for row in rows:
             event = StoredEvent(*row[:-1])
-            found[event.idempotency_key] = (event, row[-1])
+            if (event.service_id, event.idempotency_key) in wanted:
+                found[(event.service_id, event.idempotency_key)] = (event, row[-1])
     return found
 
 
@@ -694,24 +706,26 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
     Which keys are taken, the consumers' ids and (SQLite) the highest event id are read in one
     turn: the consumers of every valid item are looked up, only those of new ones created."""
     statements = _statements(connection)
-    keys = dict.fromkeys([item.idempotency_key for _, item in valid])
-    "The batch's keys, each once."
+    keys = dict.fromkeys([(item.service_id, item.idempotency_key) for _, item in valid])
+    "The batch's (service, key) pairs, each once: a key is unique within its service."
     merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
-    key_reads = [(statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk)) for chunk in _chunks(list(keys))]
+    names = list(dict.fromkeys([key for _, key in keys]))
+    key_reads = [(statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk)) for chunk in _chunks(names)]
     refs = {(merchant[item.service_id], item.consumer_ref) for _, item in valid}
     consumer_reads = _consumer_reads(statements, network_id, refs)
     id_reads = [(statements.last_event_id, ())] if statements.numbers_events else []
     answers = await _fetch_all(connection, [*key_reads, *consumer_reads, *id_reads])
-    taken = [key for rows in answers[: len(key_reads)] for (key,) in rows]
+    taken = [key for rows in answers[: len(key_reads)] for key in map(tuple, rows) if key in keys]
     found = _consumer_ids(consumer_reads, answers[len(key_reads) : len(key_reads) + len(consumer_reads)])
     # SQLite: the ids follow the table's highest (see _insert_events); elsewhere the database numbers them.
     ids = count((answers[-1][0][0] or 0) + 1) if id_reads else repeat(None)
     stored = await _events_by_key(connection, network_id, taken)
-    first_of_key: dict[str, int] = {}
+    first_of_key: dict[tuple[int, str], int] = {}
     if stored or len(keys) < len(valid):
         for index, item in valid:
-            first_of_key.setdefault(item.idempotency_key, index)
-        new = [(index, item) for index, item in valid if item.idempotency_key not in stored and first_of_key[item.idempotency_key] == index]
+            first_of_key.setdefault((item.service_id, item.idempotency_key), index)
+        new = [(index, item) for index, item in valid
+               if (key := (item.service_id, item.idempotency_key)) not in stored and first_of_key[key] == index]
     else:  # the usual batch: every key new and sent once
         new = valid
     if new is not valid:  # only the new items' consumers are created
@@ -728,19 +742,19 @@ async def _claim_keys(connection: AsyncConnection, network_id, valid: list[tuple
         for (index, _), event in zip(valid, inserted):
             results[index] = ItemResult("ACCEPTED", event)
         return inserted, inserts
-    by_key = {event.idempotency_key: event for event in inserted}
+    by_key = {(event.service_id, event.idempotency_key): event for event in inserted}
     # Keys a concurrent batch stored between our look-up and our insert: read them now.
     late = sorted(keys.keys() - stored.keys() - by_key.keys())
     if late:
         stored.update(await _events_by_key(connection, network_id, late))
     if not first_of_key:
-        first_of_key = {item.idempotency_key: index for index, item in valid}
+        first_of_key = {(item.service_id, item.idempotency_key): index for index, item in valid}
     first_items = dict(valid) if len(keys) < len(valid) else {}
     "Items by index, for the keys sent twice in the batch."
     bind = statements.bind_time
     fresh = []
     for index, item in valid:
-        key = item.idempotency_key
+        key = (item.service_id, item.idempotency_key)
         first = first_of_key[key]
         event = by_key.get(key)
         if event is not None:
@@ -806,8 +820,8 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     "By the events' positions: RETURNING gives its rows in no set order."
 
     def take(returned: list, chunk: dict) -> None:
-        for event_id, key in returned:
-            position = chunk[key]
+        for event_id, service_id, key in returned:
+            position = chunk[(service_id, key)]
             inserted[position] = _new_event((event_id, *events[position][1:]))
 
     # Pipelined: while one chunk's INSERT runs in the database server, this thread builds the
@@ -817,7 +831,7 @@ async def _insert_events(connection: AsyncConnection, statements: "_Statements",
     try:
         for start in range(0, len(events), _CHUNK):
             chunk = events[start : start + _CHUNK]
-            positions = {event.idempotency_key: position for position, event in enumerate(chunk, start)}
+            positions = {(event.service_id, event.idempotency_key): position for position, event in enumerate(chunk, start)}
             done = None if running is None else (await running[0], running[1])
             values = tuple(chain.from_iterable(event[1:] for event in chunk))  # without the id
             running = (asyncio.ensure_future(_fetch(connection, statements.new_events(len(chunk)), values)), positions)
@@ -965,19 +979,31 @@ async def _reprice(connection: AsyncConnection, ctx: _Context, changes: list[Cha
     ])
 
 
-async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) -> UsageEvent:
-    """The event stops counting; its line, the service's usage and revenue follow at once."""
+async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str, service_id: int | None = None) -> UsageEvent:
+    """The event stops counting; its line, the service's usage and revenue follow at once.
+
+    A key is unique within its service: the event is searched on `service_id`, or without it on
+    every service the principal records on, where the key must name one event only."""
     if not printable(idempotency_key):
         raise not_found("usage event", "idempotencyKey")
+    on_service = () if service_id is None else (UsageEvent.service_id == service_id,)
     async with rt.sessions() as session, write_turn(session):
-        event = await session.scalar(
+        found = list(await session.scalars(
             select(UsageEvent)
-            .where(UsageEvent.network_id == principal.network_id, UsageEvent.idempotency_key == idempotency_key)
+            .where(UsageEvent.network_id == principal.network_id, UsageEvent.idempotency_key == idempotency_key,
+                   UsageEvent.service_id.in_(select(Service.id).where(recordable_services(principal))), *on_service)
+            .order_by(UsageEvent.id)
+            .limit(2)
             .with_for_update()
-        )
-        service = None if event is None else await session.get(Service, event.service_id)
-        if event is None or not may_record(principal, service):
+        ))
+        if not found:
             raise not_found("usage event", "idempotencyKey")
+        if len(found) > 1:
+            raise DomainError.of(
+                "AMBIGUOUS_IDEMPOTENCY_KEY", "the key names events of several services: give the serviceId", "serviceId"
+            )
+        event = found[0]
+        service = await session.get(Service, event.service_id)
         if event.voided_at is not None:
             raise DomainError.of("ALREADY_VOIDED", "the event was voided already", "idempotencyKey")
         network = await session.get(Network, event.network_id)

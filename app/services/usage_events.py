@@ -1,6 +1,8 @@
 """The stored usage events a party may read, by service, consumer and period (usageEvents)."""
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
@@ -56,3 +58,22 @@ async def events_page(session: AsyncSession, principal: Principal, service_id: i
             break
         first_block, count = blocks[-1] + 1, min(2 * count, MAX_BLOCKS)
     return rows[:size], len(rows) > size
+
+
+async def first_recorded(session: AsyncSession, principal: Principal, consumer_ids: list[int]) -> dict[int, datetime]:
+    """When each consumer's first event on the services whose consumer data the principal sees
+    was recorded: a consumer's creation as that principal knows it (access.sees_created_at_of).
+    Read through the consumers' blocks of ids (ConsumerBlock), the index by consumer."""
+    blocks = select(ConsumerBlock.id_block, ConsumerBlock.consumer_id).where(
+        ConsumerBlock.network_id == principal.network_id, ConsumerBlock.consumer_id.in_(consumer_ids)
+    )
+    rows = await session.execute(
+        select(UsageEvent.consumer_id, func.min(UsageEvent.recorded_at))
+        .where(
+            UsageEvent.network_id == principal.network_id,
+            tuple_(UsageEvent.id_block, UsageEvent.consumer_id).in_(blocks),
+            UsageEvent.service_id.in_(select(Service.id).where(consumer_data_services(principal))),
+        )
+        .group_by(UsageEvent.consumer_id)
+    )
+    return dict(rows.all())

@@ -1,9 +1,12 @@
+from typing import Annotated
+
 import strawberry
 
 from app.errors import DomainError
 from app.services import usage
 from graph.context import Info
 from graph.errors import UserError, user_errors
+from graph.ids import decode_optional
 from graph.usage import UsageEvent
 
 
@@ -13,10 +16,19 @@ class VoidUsagePayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-async def void_usage(info: Info, idempotency_key: str) -> VoidUsagePayload:
+async def void_usage(
+    info: Info,
+    idempotency_key: str,
+    service_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(description="The event's service; without it, the key is searched on every service "
+                            "the caller records usage on and must name one event (AMBIGUOUS_IDEMPOTENCY_KEY otherwise)."),
+    ] = None,
+) -> VoidUsagePayload:
     principal = info.context.party_principal()
     try:
-        event = await usage.void_usage(info.context.rt, principal, idempotency_key)
+        service = decode_optional(service_id, "Service", "serviceId")
+        event = await usage.void_usage(info.context.rt, principal, idempotency_key, service)
     except DomainError as error:
         return VoidUsagePayload(errors=user_errors(error))
     return VoidUsagePayload(event=UsageEvent(row=event))

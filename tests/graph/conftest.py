@@ -89,13 +89,15 @@ class Network:
         assert payload["errors"] == [], payload["errors"]
         return payload["service"]["id"]
 
-    async def agree(self, payer: Member, payee: Member, service_id: str, rule: dict, **extra) -> dict:
-        """An agreement made by its payer; returns the payload (agreement and errors)."""
+    async def agree(self, payer: Member, payee: Member, service_id: str, rule: dict, by: Member | None = None,
+                    **extra) -> dict:
+        """An agreement made by its payer, or `by` the owner (a payer names only payees it can see);
+        returns the payload (agreement and errors)."""
         return (
             await self.api.data(
                 ADD_AGREEMENT,
                 {"input": {"payerId": payer.id, "payeeId": payee.id, "serviceId": service_id, "rule": rule, **extra}},
-                payer.key,
+                (by or payer).key,
             )
         )["addAgreement"]
 
@@ -149,7 +151,9 @@ async def mobility_network(api: Api, first_period: str | None = None) -> Mobilit
         (citycar, fleetcare, {"kind": "PER_EVENT", "amount": "0.50", "metric": "rental"}),
         (helpdesk, callcenter, {"kind": "PERCENT", "percent": "40"}),
     ]:
-        payload = await net.agree(payer, payee, service, rule, **({"effectiveFrom": first_period} if first_period else {}))
+        # the owner draws the chain: FleetCare and CallCenter Nord are in none yet, so their payers cannot see them
+        payload = await net.agree(payer, payee, service, rule, by=net.owner,
+                                  **({"effectiveFrom": first_period} if first_period else {}))
         assert payload["errors"] == [], payload["errors"]
     return Mobility(net, service, citycar, fleetcare, parkspace, helpdesk, callcenter)
 

@@ -93,6 +93,8 @@ async def test_a_partner_pays_out_of_its_own_income(api, car_sharing):
     net, service_id = car_sharing
     helpdesk, parkspace = net.members["HelpDesk24"], net.members["ParkSpace"]
     assert (await net.agree(net.owner, helpdesk, service_id, {"kind": "PERCENT", "percent": "2"}))["errors"] == []
+    # ParkSpace joins the chain, so HelpDesk24 can see it and name it as its payee
+    assert (await net.agree(net.owner, parkspace, service_id, {"kind": "PERCENT", "percent": "1"}))["errors"] == []
     payload = await _add(
         api,
         helpdesk.key,
@@ -103,7 +105,29 @@ async def test_a_partner_pays_out_of_its_own_income(api, car_sharing):
     assert payload["errors"] == []
     assert payload["agreement"]["payer"] == {"name": "HelpDesk24"}
     assert payload["agreement"]["rule"]["base"] == "REMAINING"
-    assert await _chain(api, net, service_id) == [("Mobility owner", "HelpDesk24"), ("HelpDesk24", "ParkSpace")]
+    assert await _chain(api, net, service_id) == [
+        ("Mobility owner", "HelpDesk24"), ("Mobility owner", "ParkSpace"), ("HelpDesk24", "ParkSpace")
+    ]
+
+
+PARTY = "query($id: ID!) { party(id: $id) { name } }"
+
+
+async def test_a_partner_naming_a_party_it_cannot_see_as_payee_gets_the_answer_of_an_unknown_id(api, car_sharing):
+    """ParkSpace exists but is in no chain of HelpDesk24's: naming it answers exactly as a forged
+    id does, nothing is written, and HelpDesk24 still cannot see it."""
+    net, service_id = car_sharing
+    helpdesk, parkspace = net.members["HelpDesk24"], net.members["ParkSpace"]
+    assert (await net.agree(net.owner, helpdesk, service_id, {"kind": "PERCENT", "percent": "2"}))["errors"] == []
+    rule = {"kind": "PERCENT", "percent": "40"}
+    hidden = await _add(api, helpdesk.key, payeeId=parkspace.id, serviceId=service_id, rule=rule)
+    forged = await _add(api, helpdesk.key, payeeId=to_global_id("Party", 10**12), serviceId=service_id, rule=rule)
+    assert hidden == forged == {
+        "agreement": None, "errors": [{"field": ["input", "payeeId"], "code": "NOT_FOUND", "message": "payee not found"}]
+    }
+    assert await _chain(api, net, service_id) == [("Mobility owner", "HelpDesk24")]
+    assert (await api.data(PARTY, {"id": parkspace.id}, helpdesk.key))["party"] is None
+    assert (await api.data(PARTY, {"id": helpdesk.id}, parkspace.key))["party"] is None
 
 
 async def test_a_partner_cannot_make_another_party_pay(api, car_sharing):
@@ -148,8 +172,9 @@ async def test_a_longer_cycle_is_refused_too(api, car_sharing):
     citycar, fleetcare, helpdesk = net.members["CityCar"], net.members["FleetCare"], net.members["HelpDesk24"]
     percent = {"kind": "PERCENT", "percent": "10"}
     assert (await net.agree(net.owner, citycar, service_id, percent))["errors"] == []
-    assert (await net.agree(citycar, fleetcare, service_id, percent))["errors"] == []
-    assert (await net.agree(fleetcare, helpdesk, service_id, percent))["errors"] == []
+    # the owner draws the chain through parties the payers cannot see yet
+    assert (await net.agree(citycar, fleetcare, service_id, percent, by=net.owner))["errors"] == []
+    assert (await net.agree(fleetcare, helpdesk, service_id, percent, by=net.owner))["errors"] == []
     before = await _chain(api, net, service_id)
     payload = await net.agree(helpdesk, citycar, service_id, percent)
     assert [(e["field"], e["code"]) for e in payload["errors"]] == [(["input", "payeeId"], "AGREEMENT_CYCLE")]

@@ -61,7 +61,7 @@ async def test_a_partner_sees_no_keys_of_a_counterparty(api, network):
     provider = await network.onboard("CityCar", "PROVIDER")
     service = await network.service("Cars", provider, [{"metric": "km", "model": "PER_UNIT", "unitPrice": "0.30"}])
     partner = await network.onboard("FleetCare")
-    assert (await network.agree(provider, partner, service, {"kind": "PERCENT", "percent": "5"}))["errors"] == []
+    assert (await network.agree(provider, partner, service, {"kind": "PERCENT", "percent": "5"}, by=network.owner))["errors"] == []
     seen = (await api.data(KEYS, {"id": provider.id}, partner.key))["party"]
     assert seen == {"name": "CityCar", "apiKeys": []}
 

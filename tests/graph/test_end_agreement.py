@@ -34,7 +34,7 @@ async def car_sharing(api, rt):
     fleetcare = await net.onboard("FleetCare")
     service_id = await net.service("Car sharing", citycar, CAR_SHARING_CHARGES)
     owner_leg = await net.agree(net.owner, citycar, service_id, {"kind": "PERCENT", "percent": "85"}, effectiveFrom="2026-10")
-    fleet_leg = await net.agree(citycar, fleetcare, service_id, PERCENT, effectiveFrom="2026-10")
+    fleet_leg = await net.agree(citycar, fleetcare, service_id, PERCENT, by=net.owner, effectiveFrom="2026-10")
     assert owner_leg["errors"] == fleet_leg["errors"] == []
     return net, service_id, owner_leg["agreement"]["id"], fleet_leg["agreement"]["id"]
 

@@ -1,6 +1,7 @@
 """node(id), party(id) and network { parties }: what a key may see exists for it, nothing else does."""
 
 import base64
+from datetime import datetime
 
 import pytest
 
@@ -201,3 +202,38 @@ async def test_a_partner_lists_only_itself_the_owner_and_its_chain(api, two_chai
     assert _names(await api.data(PARTIES, key=mobility.net.members["Valet"].key)) == ["Mobility owner", "ParkingCo", "Valet"]
     assert _names(await api.data(PARTIES, key=lonely.key)) == ["Mobility owner", "Lonely"]
     assert _names(await api.data(PARTIES, {"kind": "PROVIDER"}, mobility.helpdesk.key)) == ["CityCar"]
+
+
+SEEN_EVENTS = """query($sid: ID) { usageEvents(serviceId: $sid, first: 100) {
+  edges { node { idempotencyKey recordedAt consumer { id name createdAt } } } } }"""
+CONSUMER = "query($id: ID!) { party(id: $id) { name createdAt } }"
+
+
+async def test_a_provider_sees_a_consumer_created_when_its_own_services_first_recorded_it(api, mobility):
+    """dora rides CityCar's cars first, then BikeCo's bikes (both billed by the owner, so one
+    consumer). BikeCo must not learn that dora was a customer before: to it, dora was created
+    when BikeCo's first event for her was recorded; CityCar sees its own first event's time, the
+    owner (her merchant of record) her own creation."""
+    from tests.graph.test_record_usage import bike_rental, event, record
+
+    bikeco, bikes = await bike_rental(api, mobility)
+    car = mobility.service_id
+    assert (await record(api, mobility.citycar.key, [event(car, "c1", consumerRef="dora")]))["accepted"] == 1
+    assert (await record(api, bikeco.key, [event(bikes, "b1", consumerRef="dora")]))["accepted"] == 1
+    assert (await record(api, bikeco.key, [event(bikes, "b2", consumerRef="dora")]))["accepted"] == 1
+
+    async def seen_by(key: str, sid: str) -> tuple[dict[str, str], dict]:
+        edges = (await api.data(SEEN_EVENTS, {"sid": sid}, key))["usageEvents"]["edges"]
+        consumers = {e["node"]["consumer"]["id"]: e["node"]["consumer"] for e in edges}
+        assert len(consumers) == 1
+        return {e["node"]["idempotencyKey"]: e["node"]["recordedAt"] for e in edges}, next(iter(consumers.values()))
+
+    bike_times, by_bikeco = await seen_by(bikeco.key, bikes)
+    car_times, by_citycar = await seen_by(mobility.citycar.key, car)
+    by_owner = (await api.data(CONSUMER, {"id": by_bikeco["id"]}, mobility.net.owner.key))["party"]
+    assert by_bikeco["createdAt"] == bike_times["b1"] != bike_times["b2"]
+    assert by_citycar["createdAt"] == car_times["c1"]
+    when = datetime.fromisoformat
+    assert when(by_owner["createdAt"]) <= when(car_times["c1"]) < when(bike_times["b1"])
+    # the same through party(id), as BikeCo
+    assert (await api.data(CONSUMER, {"id": by_bikeco["id"]}, bikeco.key))["party"] == {"name": "dora", "createdAt": bike_times["b1"]}

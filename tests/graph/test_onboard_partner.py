@@ -231,3 +231,31 @@ async def test_an_agreement_paying_a_party_of_another_network_is_refused(api, ca
     assert [(e["field"], e["code"]) for e in payload["errors"]] == [(["input", "agreements", "0", "payeeId"], "NOT_FOUND")]
     assert "ParkSpace" not in await _party_names(api, net)
     assert await _chain(api, net, service_id) == []
+
+
+async def test_a_partner_onboarding_a_sub_partner_cannot_name_a_party_it_cannot_see_as_payee(api, car_sharing):
+    """HelpDesk24 onboards a sub-partner and, in the same call, names as payee ParkSpace (in no
+    chain of its own) or a forged id: the same answer for both, and nothing is onboarded."""
+    net, service_id = car_sharing
+    helpdesk = await net.onboard(
+        "HelpDesk24", agreements=[{"serviceId": service_id, "rule": {"kind": "PERCENT", "percent": "2"}}]
+    )
+    parkspace = await net.onboard("ParkSpace")
+    before = await _party_names(api, net)
+
+    async def naming(payee_id: str) -> dict:
+        return await _onboard(
+            api, helpdesk.key, name="CallCenter Nord", kind="PARTNER", issueApiKey=True,
+            agreements=[
+                {"serviceId": service_id, "rule": {"kind": "PERCENT", "percent": "40"}},
+                {"payeeId": payee_id, "serviceId": service_id, "rule": {"kind": "PERCENT", "percent": "10"}},
+            ],
+        )
+
+    hidden, forged = await naming(parkspace.id), await naming(to_global_id("Party", 10**12))
+    assert hidden == forged == {
+        "party": None, "agreements": [], "apiKey": None,
+        "errors": [{"field": ["input", "agreements", "1", "payeeId"], "code": "NOT_FOUND", "message": "payee not found"}],
+    }
+    assert await _party_names(api, net) == before
+    assert await _chain(api, net, service_id) == [("Test network owner", "HelpDesk24")]

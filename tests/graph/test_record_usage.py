@@ -85,6 +85,51 @@ async def test_another_networks_owner_finds_no_such_service(api, mobility):
     assert payload["results"][0]["errors"] == [{"field": ["events", "0", "serviceId"], "code": "NOT_FOUND"}]
 
 
+RECORD_WITH_MESSAGES = """mutation($events: [UsageInput!]!) { recordUsage(events: $events) {
+  accepted duplicates rejected results { index status event { idempotencyKey } errors { field code message } }
+  errors { field code message } } }"""
+
+
+async def bike_rental(api, mobility) -> tuple[object, str]:
+    """BikeCo's service, billed by the owner: in no value chain of CityCar's or HelpDesk24's."""
+    bikeco = await mobility.net.onboard("BikeCo", "PROVIDER")
+    return bikeco, await mobility.net.service("Bike rental", bikeco, [{"metric": "minutes", "model": "PER_UNIT", "unitPrice": "0.17"}])
+
+
+async def test_a_service_the_caller_cannot_see_answers_as_one_that_does_not_exist(api, mobility):
+    """CityCar and HelpDesk24 cannot see Bike rental: recording on it answers exactly as on a
+    forged id, and nothing is written."""
+    from graph.ids import to_global_id
+
+    _, bikes = await bike_rental(api, mobility)
+    for caller in (mobility.citycar, mobility.helpdesk):
+        hidden = (await api.data(RECORD_WITH_MESSAGES, {"events": [event(bikes, "probe")]}, caller.key))["recordUsage"]
+        forged = (await api.data(RECORD_WITH_MESSAGES, {"events": [event(to_global_id("Service", 10**12), "probe")]}, caller.key))["recordUsage"]
+        assert hidden == forged
+        assert hidden["results"][0]["errors"] == [{"field": ["events", "0", "serviceId"], "code": "NOT_FOUND", "message": "service not found"}]
+    assert (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"] == []
+
+
+async def test_two_providers_use_the_same_key_each_on_its_own_service(api, mobility):
+    """Keys are unique per service: BikeCo's ride-1 is no conflict with CityCar's (nor tells BikeCo
+    of it), a re-send is a duplicate of its own service's event, and the owner recording the same
+    events stores nothing twice."""
+    bikeco, bikes = await bike_rental(api, mobility)
+    car, bike = event(mobility.service_id, "ride-1"), event(bikes, "ride-1", quantity="12")
+    assert [r["status"] for r in (await record(api, mobility.citycar.key, [car]))["results"]] == ["ACCEPTED"]
+    assert [r["status"] for r in (await record(api, bikeco.key, [bike]))["results"]] == ["ACCEPTED"]
+    for key, sent in ((mobility.citycar.key, car), (bikeco.key, bike)):
+        again = (await record(api, key, [sent]))["results"]
+        assert [(r["status"], r["event"]["quantity"]) for r in again] == [("DUPLICATE", sent["quantity"])]
+    by_owner = (await record(api, mobility.net.owner.key, [car, bike, event(mobility.service_id, "ride-2"), event(bikes, "ride-2")]))
+    assert [r["status"] for r in by_owner["results"]] == ["DUPLICATE", "DUPLICATE", "ACCEPTED", "ACCEPTED"]
+    conflict = (await record(api, bikeco.key, [event(bikes, "ride-1", quantity="13")]))["results"]
+    assert conflict[0]["errors"] == [{"field": ["events", "0", "idempotencyKey"], "code": "IDEMPOTENCY_CONFLICT"}]
+    keys = sorted(e["node"]["idempotencyKey"] for e in (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"])
+    assert keys == ["ride-1", "ride-1", "ride-2", "ride-2"]
+    assert await revenue(api, mobility) == "17.40"
+
+
 def ten_minutes_ahead() -> str:
     """Taken when the test runs, not when the module is collected: a run of the suite outlasts
     the 5 minutes of tolerance."""

@@ -3,7 +3,8 @@
 import json
 
 from tests.graph.test_limits import app_with, bearer, client_of
-from tests.graph.test_record_usage import EVENTS, event, revenue
+from graph.ids import to_global_id
+from tests.graph.test_record_usage import EVENTS, bike_rental, event, revenue
 
 
 def body(events) -> bytes:
@@ -109,3 +110,16 @@ async def test_the_rate_limit_applies_per_key(rt, mobility):
     assert second.status_code == 429
     assert second.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     assert "retry-after" in second.headers
+
+
+async def test_a_service_the_caller_cannot_see_answers_as_one_that_does_not_exist(client, api, mobility):
+    """CityCar cannot see Bike rental: its line answers exactly as a forged service id's, and the
+    service it can see but may not record on (HelpDesk24 on car sharing) stays FORBIDDEN."""
+    _, bikes = await bike_rental(api, mobility)
+    hidden, forged = await send(client, mobility.citycar.key, [event(bikes, "probe")]), await send(
+        client, mobility.citycar.key, [event(to_global_id("Service", 10**12), "probe")])
+    assert lines(hidden) == lines(forged)
+    assert [e["code"] for e in lines(hidden)[0][0]["errors"]] == ["NOT_FOUND"]
+    seen, _ = lines(await send(client, mobility.helpdesk.key, [event(mobility.service_id, "probe")]))
+    assert [(e["field"], e["code"]) for e in seen[0]["errors"]] == [(["events", "0", "serviceId"], "FORBIDDEN")]
+    assert (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"] == []

@@ -50,8 +50,10 @@ async def build(rt, first_period: str | None = None):
         (as_provider, d, RuleDraft(ShareKind.REMAINDER, weight=D("2"))),
         (as_a, e, RuleDraft(ShareKind.PER_EVENT, amount=D("0.05"), metric="rental", max=D("1.00"))),
     ]
-    for payer, payee, rule in terms:
-        await add_agreement(rt, payer, AgreementDraft(service_id=service.id, payee_id=payee.id, rule=rule, effective_from=first_period))
+    for payer, payee, rule in terms:  # drawn by the owner: the payers cannot see their payees yet
+        draft = AgreementDraft(service_id=service.id, payer_id=payer.party_id, payee_id=payee.id, rule=rule,
+                               effective_from=first_period)
+        await add_agreement(rt, owner, draft)
     return created.network, owner, as_provider, service
 
 
