@@ -88,7 +88,7 @@ class KeyCache:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Caller]] = {}
         self._pending: dict[str, asyncio.Future] = {}
-        self._generation = 0
+        self.generation = 0
         "Bumped by every forget: a verification that began before it must not fill the cache."
 
     def get(self, key_hash: str) -> Caller | None:
@@ -101,14 +101,14 @@ class KeyCache:
         return entry[1]
 
     def put(self, key_hash: str, caller: Caller, generation: int | None = None) -> None:
-        if self.ttl <= 0 or (generation is not None and generation != self._generation):
+        if self.ttl <= 0 or (generation is not None and generation != self.generation):
             return
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[key_hash] = (time.monotonic() + self.ttl, caller)
 
     def forget_key(self, key_id: int) -> None:
-        self._generation += 1
+        self.generation += 1
         self._pending.clear()  # requests from now on verify afresh
         for key_hash, (_, caller) in list(self._entries.items()):
             if caller.principal.key_id == key_id:
@@ -119,7 +119,7 @@ class KeyCache:
         the same time (one request's cancellation does not cancel the others')."""
         pending = self._pending.get(key_hash)
         if pending is None:
-            pending = asyncio.ensure_future(verify(self._generation))
+            pending = asyncio.ensure_future(verify(self.generation))
             self._pending[key_hash] = pending
 
             def done(future: asyncio.Future) -> None:
@@ -135,8 +135,8 @@ class KeyCache:
 _MISS = object()
 
 
-def _check(authorization: str | None, operator_key: str | None, cache: KeyCache):
-    """What the header alone (and the cache) says: a Caller, None (refused), or
+def _check(authorization: str | None, operator_key: str | None, cache: KeyCache | None):
+    """What the header alone (and the cache, if given) says: a Caller, None (refused), or
     `(_MISS, prefix, key_hash)` when the database must be asked."""
     if not authorization:
         return None
@@ -150,7 +150,7 @@ def _check(authorization: str | None, operator_key: str | None, cache: KeyCache)
     if prefix is None:
         return None
     key_hash = hash_key(key)
-    cached = cache.get(key_hash)
+    cached = None if cache is None else cache.get(key_hash)
     if cached is not None:
         return cached
     return (_MISS, prefix, key_hash)
@@ -179,14 +179,23 @@ async def _verify(
 
 
 async def identify(
-    sessions: async_sessionmaker[AsyncSession], authorization: str | None, operator_key: str | None, cache: KeyCache
+    sessions: async_sessionmaker[AsyncSession],
+    authorization: str | None,
+    operator_key: str | None,
+    cache: KeyCache,
+    fresh: bool = False,
 ) -> Caller | None:
     """The caller behind an `Authorization: Bearer ...` value; None if missing, unknown or revoked.
-    A session is opened only when the key is not in the cache."""
-    checked = _check(authorization, operator_key, cache)
+    A session is opened only when the key is not in the cache, or, `fresh`, always: the database's
+    answer from now (which refreshes the cache)."""
+    checked = _check(authorization, operator_key, None if fresh else cache)
     if type(checked) is not tuple:
         return checked
     _, prefix, key_hash = checked
+    if fresh:  # not shared with a verification that began earlier
+        generation = cache.generation
+        async with sessions() as session:
+            return await _verify(session, prefix, key_hash, cache, generation)
 
     async def verify(generation: int) -> Caller | None:
         async with sessions() as session:

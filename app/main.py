@@ -36,7 +36,7 @@ from graph.context import Context
 from graph.execution import PlainLeaves
 from graph.extensions import PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, operation_label
 from graph.schema import schema
-from graph import fanout, subscriptions
+from graph import fanout, sockets, subscriptions
 
 log = logging.getLogger("shareflow.graphql")
 
@@ -302,12 +302,13 @@ class GraphQLApp(GraphQL):
         return super().decode_json(data)
 
     async def on_ws_connect(self, context):
-        # WebSocket: the key comes in connection_init ({"authorization": "Bearer ..."}), checked here.
-        return await subscriptions.on_connect(context)
+        # WebSocket: the key comes in connection_init ({"authorization": "Bearer ..."}), checked here,
+        # and the socket bound to it (graph/sockets.py).
+        return await sockets.on_connect(context)
 
     async def get_context(self, request, response) -> Context:
         if request.scope["type"] == "websocket":
-            return subscriptions.socket_context(self.rt, request, response)
+            return sockets.socket_context(self.rt, request, response)
         # A cached key costs no session at all; only a miss asks the database.
         rt = self.rt
         caller = await identify(rt.sessions, request.headers.get("authorization"), rt.settings.operator_key, rt.keys)
