@@ -207,7 +207,8 @@ class _Hub:
                 del self._preparations[subscriber.channel]
         if not subscribers:
             del self.channels[subscriber.channel]
-            self.unseen[subscriber.channel] += 1
+            if isinstance(subscriber, Subscriber):  # a listener's channel (a key's) has no snapshots: no count kept
+                self.unseen[subscriber.channel] += 1
             return True
         return False
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from json import JSONDecodeError
@@ -39,6 +40,8 @@ from app.pubsub import Event, key_channel
 from graph.context import Context
 from graph.errors import coded
 from graph.loaders import Loaders
+
+log = logging.getLogger("shareflow.sockets")
 
 KEY_NO_LONGER_WORKS = 4403
 "The close code of a socket whose key no longer works (graphql-transport-ws's `Forbidden`)."
@@ -106,7 +109,10 @@ class SocketContext(Context):
             rt.keys.forget_key(key_id)  # this process's requests with the key ask the database again
             self.key_invalid()
 
-        await self._bindings.enter_async_context(rt.pubsub.listen(key_channel(prefix), heard))
+        try:
+            await self._bindings.enter_async_context(rt.pubsub.listen(key_channel(prefix), heard))
+        except Exception:  # noqa: BLE001 - pub/sub away: each operation's own check of the key still ends the socket
+            log.warning("a socket of key %s could not listen for its revocation", prefix, exc_info=True)
 
     async def release(self) -> None:
         """The socket is gone: stop listening."""

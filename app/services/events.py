@@ -7,6 +7,7 @@ Publishing comes after the commit, so a subscriber that reads on receipt sees th
 to publish is logged and never undoes or fails the committed change.
 """
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -48,9 +49,13 @@ async def period_closed(rt, network_id: int, period: str) -> None:
 
 async def keys_invalidated(rt, keys: Iterable[tuple[int, str]]) -> None:
     """Keys, as (id, prefix), that no longer work (revoked; a deactivated party's, once parties have
-    that): this process's key cache forgets each at once, and each is announced on its channel, so
+    that): this process's key cache forgets them at once, and each is announced on its channel, so
     that every process ends the sockets opened with it, this one before this returns (where the
     news is lost, Redis away, the sockets' own checks of the key end them within the key cache's TTL)."""
-    for key_id, prefix in keys:
+    keys = list(keys)
+    for key_id, _ in keys:
         rt.keys.forget_key(key_id)
-        await _publish(rt, key_channel(prefix), {"kind": KEY_INVALID}, announce=True)
+    announced = asyncio.gather(*(_publish(rt, key_channel(prefix), {"kind": KEY_INVALID}, announce=True) for _, prefix in keys))
+    # Whatever becomes of the caller: a key revoked on a socket of its own ends that socket's
+    # operations, the revoking one included, as soon as the first announcement reaches it.
+    await asyncio.shield(announced)

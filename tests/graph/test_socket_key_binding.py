@@ -13,7 +13,7 @@ import pytest
 
 from app.auth import KeyCache
 from app.main import create_app
-from app.pubsub import InProcessPubSub
+from app.pubsub import InProcessPubSub, RedisPubSub
 from app.runtime import Runtime
 from graph import subscriptions
 from tests.graph.conftest import mobility_network
@@ -190,6 +190,47 @@ async def test_the_sockets_of_the_keys_a_revoked_key_issued_close_too(api, ws_ur
         await revoke(api, partner, network.owner.key)
         await assert_closed_for_the_key(first)
         await assert_closed_for_the_key(second)
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="set SHAREFLOW_TEST_REDIS_URL to test the revocation through Redis")
+async def test_a_key_revoked_on_its_own_socket_takes_the_sockets_of_the_keys_it_issued_with_it(api, rt, network):
+    partner = await network.onboard("Partner")
+    issued = (await api.data(ISSUE, {"party": partner.id}, partner.key))["issueApiKey"]["apiKey"]
+    own = await key_id(api, partner, partner.key)
+    serving = Runtime.from_settings(rt.settings.model_copy(update={"redis_url": REDIS_URL, "rate_limit_per_minute": 0}))
+    port = free_port()
+    server, task = await serve(create_app(rt=serving), port)
+    url = f"ws://127.0.0.1:{port}/graphql"
+    try:
+        async with (
+            GraphQLSocket.open(url, TRANSPORT_WS, f"Bearer {partner.key}") as revoking,
+            GraphQLSocket.open(url, TRANSPORT_WS, f"Bearer {issued}") as successor,
+        ):
+            await revoking.subscribe(REVOKE, {"id": own})
+            await assert_closed_for_the_key(revoking)
+            await assert_closed_for_the_key(successor)
+    finally:
+        server.should_exit = True
+        await task
+        await serving.close()
+
+
+async def test_a_socket_opens_and_works_while_the_pubsub_is_unreachable_and_still_ends_with_its_key(api, rt, network):
+    partner = await network.onboard("Partner")
+    unreachable = RedisPubSub("redis://127.0.0.1:9/0")
+    port = free_port()
+    server, task = await serve(create_app(rt=replace(rt, pubsub=unreachable)), port)
+    try:
+        async with GraphQLSocket.open(f"ws://127.0.0.1:{port}/graphql", TRANSPORT_WS, f"Bearer {partner.key}") as ws:
+            assert await ws.next(await ws.subscribe(ME)) == {"data": {"me": {"party": {"name": "Partner"}}}}
+            await revoke(api, partner, network.owner.key)  # its news cannot reach the socket
+            answer = await ws.next(await ws.subscribe(ME))
+            assert isinstance(answer, Closed) or error_code(answer) == "UNAUTHENTICATED", answer
+            await assert_closed_for_the_key(ws)
+    finally:
+        server.should_exit = True
+        await task
+        await unreachable.close()
 
 
 async def test_socket_operations_past_the_keys_rate_budget_are_refused_with_rate_limited(api, rt, network):
