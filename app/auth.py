@@ -88,7 +88,7 @@ class KeyCache:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Caller]] = {}
         self._pending: dict[str, asyncio.Future] = {}
-        self.generation = 0
+        self._generation = 0
         "Bumped by every forget: a verification that began before it must not fill the cache."
 
     def get(self, key_hash: str) -> Caller | None:
@@ -101,14 +101,14 @@ class KeyCache:
         return entry[1]
 
     def put(self, key_hash: str, caller: Caller, generation: int | None = None) -> None:
-        if self.ttl <= 0 or (generation is not None and generation != self.generation):
+        if self.ttl <= 0 or (generation is not None and generation != self._generation):
             return
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[key_hash] = (time.monotonic() + self.ttl, caller)
 
     def forget_key(self, key_id: int) -> None:
-        self.generation += 1
+        self._generation += 1
         self._pending.clear()  # requests from now on verify afresh
         for key_hash, (_, caller) in list(self._entries.items()):
             if caller.principal.key_id == key_id:
@@ -119,7 +119,7 @@ class KeyCache:
         the same time (one request's cancellation does not cancel the others')."""
         pending = self._pending.get(key_hash)
         if pending is None:
-            pending = asyncio.ensure_future(verify(self.generation))
+            pending = asyncio.ensure_future(verify(self._generation))
             self._pending[key_hash] = pending
 
             def done(future: asyncio.Future) -> None:
@@ -193,7 +193,7 @@ async def identify(
         return checked
     _, prefix, key_hash = checked
     if fresh:  # not shared with a verification that began earlier
-        generation = cache.generation
+        generation = cache._generation
         async with sessions() as session:
             return await _verify(session, prefix, key_hash, cache, generation)
 
