@@ -137,8 +137,8 @@ class KeyCache:
 _MISS = object()
 
 
-def _check(authorization: str | None, operator_key: str | None, cache: KeyCache):
-    """What the header alone (and the cache) says: a Caller, None (refused), or
+def _check(authorization: str | None, operator_key: str | None, cache: KeyCache | None):
+    """What the header alone (and the cache, if given) says: a Caller, None (refused), or
     `(_MISS, prefix, key_hash)` when the database must be asked."""
     if not authorization:
         return None
@@ -152,7 +152,7 @@ def _check(authorization: str | None, operator_key: str | None, cache: KeyCache)
     if prefix is None:
         return None
     key_hash = hash_key(key)
-    cached = cache.get(key_hash)
+    cached = None if cache is None else cache.get(key_hash)
     if cached is not None:
         return cached
     return (_MISS, prefix, key_hash)
@@ -181,14 +181,23 @@ async def _verify(
 
 
 async def identify(
-    sessions: async_sessionmaker[AsyncSession], authorization: str | None, operator_key: str | None, cache: KeyCache
+    sessions: async_sessionmaker[AsyncSession],
+    authorization: str | None,
+    operator_key: str | None,
+    cache: KeyCache,
+    fresh: bool = False,
 ) -> Caller | None:
     """The caller behind an `Authorization: Bearer ...` value; None if missing, unknown or revoked.
-    A session is opened only when the key is not in the cache."""
-    checked = _check(authorization, operator_key, cache)
+    A session is opened only when the key is not in the cache, or, `fresh`, always: the database's
+    answer from now (which refreshes the cache)."""
+    checked = _check(authorization, operator_key, None if fresh else cache)
     if type(checked) is not tuple:
         return checked
     _, prefix, key_hash = checked
+    if fresh:  # not shared with a verification that began earlier
+        generation = cache._generation
+        async with sessions() as session:
+            return await _verify(session, prefix, key_hash, cache, generation)
 
     async def verify(generation: int) -> Caller | None:
         async with sessions() as session:

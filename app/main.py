@@ -40,7 +40,7 @@ from graph.extensions import (
     PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, operation_label, operation_name_of,
 )
 from graph.schema import schema
-from graph import fanout, subscriptions
+from graph import fanout, sockets, subscriptions
 
 log = logging.getLogger("shareflow.graphql")
 
@@ -327,12 +327,13 @@ class GraphQLApp(GraphQL):
         return value
 
     async def on_ws_connect(self, context):
-        # WebSocket: the key comes in connection_init ({"authorization": "Bearer ..."}), checked here.
-        return await subscriptions.on_connect(context)
+        # WebSocket: the key comes in connection_init ({"authorization": "Bearer ..."}), checked here,
+        # and the socket bound to it (graph/sockets.py).
+        return await sockets.on_connect(context)
 
     async def get_context(self, request, response) -> Context:
         if request.scope["type"] == "websocket":
-            return subscriptions.socket_context(self.rt, request, response)
+            return sockets.socket_context(self.rt, request, response)
         rt = self.rt
         caller = admitted_caller(request.scope)
         if caller is None:

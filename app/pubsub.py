@@ -19,7 +19,11 @@ once per message, before it wakes the channel's subscribers, who then find the r
 message's `memo` instead of all waking to wait for it. Messages still reach every subscriber in the
 order they were published.
 
-Messages are small JSON-able dicts; channels are named per network (`channel_for`).
+A listener (`listen(channel, callback)`) is called by the hub with each message as it arrives,
+without an inbox or a task of its own: how an open socket hears that its key no longer works.
+
+Messages are small JSON-able dicts; channels are named per network (`channel_for`) and per API key
+(`key_channel`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ QUEUE_SIZE = 256
 
 def channel_for(network_id: int) -> str:
     return f"shareflow:network:{network_id}"
+
+
+def key_channel(prefix: str) -> str:
+    """A key's channel, named by its random prefix rather than its id: deployments (or test runs)
+    sharing one Redis never hear each other's keys."""
+    return f"shareflow:key:{prefix}"
 
 
 class Event:
@@ -139,11 +149,29 @@ class Subscriber:
         return event
 
 
+class Listener:
+    """A subscriber that is called with each event as the hub delivers it, instead of queueing it:
+    the callback must neither block nor raise."""
+
+    __slots__ = ("callback", "channel", "prepare")
+
+    def __init__(self, channel: str, callback: Callable[[Event], None]) -> None:
+        self.channel = channel
+        self.callback = callback
+        self.prepare = None
+
+    def offer(self, event: Event) -> None:
+        try:
+            self.callback(event)
+        except Exception:  # noqa: BLE001 - one listener's fault must not keep the event from the others
+            log.exception("a listener on %s failed", self.channel)
+
+
 class _Hub:
     """The local fan-out: channel -> this process's subscribers (and their preparations)."""
 
     def __init__(self) -> None:
-        self.channels: dict[str, set[Subscriber]] = {}
+        self.channels: dict[str, set[Subscriber | Listener]] = {}
         self._preparations: dict[str, collections.Counter[Preparation]] = {}
         self._delivering: dict[str, asyncio.Future] = {}
         "channel -> its latest message still being prepared: the next one is offered after it."
@@ -153,7 +181,7 @@ class _Hub:
         subscriber leaves (from then on its messages may not reach it at all). A subscriber that
         finds the count as it was when something was read misses no change made after that read."""
 
-    def add(self, subscriber: Subscriber) -> bool:
+    def add(self, subscriber: Subscriber | Listener) -> bool:
         """True when the subscriber is the channel's first."""
         subscribers = self.channels.get(subscriber.channel)
         first = subscribers is None
@@ -164,7 +192,7 @@ class _Hub:
             self._preparations.setdefault(subscriber.channel, collections.Counter())[subscriber.prepare] += 1
         return first
 
-    def remove(self, subscriber: Subscriber) -> bool:
+    def remove(self, subscriber: Subscriber | Listener) -> bool:
         """True when the channel has no subscriber left."""
         subscribers = self.channels.get(subscriber.channel)
         if subscribers is None or subscriber not in subscribers:
@@ -179,7 +207,8 @@ class _Hub:
                 del self._preparations[subscriber.channel]
         if not subscribers:
             del self.channels[subscriber.channel]
-            self.unseen[subscriber.channel] += 1
+            if isinstance(subscriber, Subscriber):  # a listener's channel (a key's) has no snapshots: no count kept
+                self.unseen[subscriber.channel] += 1
             return True
         return False
 
@@ -220,8 +249,9 @@ class _Hub:
 
 
 class PubSub:
-    """The interface: `publish(channel, message)`, `subscribe(channel, prepare=None)` as an async
-    context manager giving a `Subscriber`, `close()`."""
+    """The interface: `publish(channel, message)` and `announce(channel, message)`,
+    `subscribe(channel, prepare=None)` and `listen(channel, callback)` as async context managers,
+    `close()`."""
 
     def __init__(self) -> None:
         self.hub = _Hub()
@@ -229,11 +259,24 @@ class PubSub:
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    @contextlib.asynccontextmanager
-    async def subscribe(
+    async def announce(self, channel: str, message: dict[str, Any]) -> None:
+        """`publish`, the subscribers of this process having the message before it returns (they
+        may get it a second time: what it says must be idempotent)."""
+        await self.publish(channel, message)
+
+    def subscribe(
         self, channel: str, maxsize: int = QUEUE_SIZE, prepare: Preparation | None = None
-    ) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(self.hub, channel, maxsize, prepare)
+    ) -> contextlib.AbstractAsyncContextManager[Subscriber]:
+        return self._joined(Subscriber(self.hub, channel, maxsize, prepare))
+
+    def listen(self, channel: str, callback: Callable[[Event], None]) -> contextlib.AbstractAsyncContextManager[Listener]:
+        """`callback(event)` for each of the channel's events while the block runs; like a
+        subscriber, ready to hear a change published from anywhere once the block is entered."""
+        return self._joined(Listener(channel, callback))
+
+    @contextlib.asynccontextmanager
+    async def _joined(self, subscriber: Subscriber | Listener):
+        channel = subscriber.channel
         first = self.hub.add(subscriber)
         try:
             if first:
@@ -283,6 +326,10 @@ class RedisPubSub(PubSub):
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         await self.redis.publish(channel, json.dumps(message, separators=(",", ":")))
+
+    async def announce(self, channel: str, message: dict[str, Any]) -> None:
+        self.hub.deliver(channel, message)  # here at once; Redis brings it back a moment later
+        await self.publish(channel, message)
 
     async def _listen(self, channel: str) -> None:
         confirmed = self._confirmed[channel] = asyncio.Event()

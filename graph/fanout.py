@@ -36,11 +36,10 @@ from starlette.websockets import WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from app.auth import Principal
 from graph.execution import CompiledListVariables, PlainLeaves
+from graph.sockets import KeyBoundLegacyWS, KeyBoundTransportWS
 
 _ACCESS: dict[Principal, Principal] = {}
 
@@ -249,16 +248,18 @@ async def delivered(stream: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
                 yield payload
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler):
-    """graphql-transport-ws, each operation with its outlet (`next` messages)."""
+class TransportWSHandler(KeyBoundTransportWS):
+    """graphql-transport-ws bound to its key (graph/sockets.py), each operation with its outlet
+    (`next` messages)."""
 
     async def run_operation(self, operation) -> None:
         _OUTLET.set(_Outlet(self.websocket, {"id": operation.id, "type": "next"}, lambda: not operation.completed))
         await super().run_operation(operation)
 
 
-class LegacyWSHandler(BaseGraphQLWSHandler):
-    """The legacy graphql-ws, each operation with its outlet (`data` messages)."""
+class LegacyWSHandler(KeyBoundLegacyWS):
+    """The legacy graphql-ws bound to its key (graph/sockets.py), each operation with its outlet
+    (`data` messages)."""
 
     async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
         _OUTLET.set(_Outlet(self.websocket, {"type": "data", "id": operation_id}, lambda: True))

@@ -10,10 +10,9 @@ statement per change, not a thousand; the network's totals are worked out before
 wake (a pubsub preparation), and subscribers with the same operation and access share each
 message's execution and JSON (graph/fanout.py).
 
-A socket authenticates once, in `connection_init` (`{"authorization": "Bearer <key>"}`); every
-subscription checks the key again on each message and every `REVALIDATE_SECONDS` while quiet (through
-the key cache: a revocation made through another process shows within its TTL), and ends with
-UNAUTHENTICATED once the key no longer works.
+A socket is bound to its key (graph/sockets.py): a revocation ends it with its subscriptions. Every
+subscription also checks the key again on each message and every `REVALIDATE_SECONDS` while quiet
+(through the key cache), in case the news of a revocation was lost on the way (Redis away).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import logging
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -31,10 +29,8 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from sqlalchemy import select
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.types.unset import UNSET
 
-from app.auth import Caller, Principal, hash_key, identify
+from app.auth import Principal, identify
 from app.errors import DomainError
 from app.observability import SUBSCRIPTIONS
 from app.pubsub import Event, Preparation, Subscriber, channel_for
@@ -45,7 +41,7 @@ from graph.context import Context, Info
 from graph.errors import coded
 from graph.fanout import SharedComputation, same_access
 from graph.ids import decode_optional
-from graph.loaders import Loaders
+from graph.sockets import SocketContext, revalidate
 from graph.statements import Statement
 from graph.types import Money, Party
 from models import Party as PartyRow
@@ -58,85 +54,6 @@ REVALIDATE_SECONDS = 5.0
 "How often a quiet subscription checks its key again (each message checks it too)."
 KEY_CHECKS_AT_ONCE = 4
 "Keys of a network's sockets checked again side by side before a message (see `_BeforeWaking`)."
-
-_LOADERS: contextvars.ContextVar[tuple[SocketContext, Loaders] | None] = contextvars.ContextVar(
-    "shareflow_socket_loaders", default=None
-)
-
-
-@dataclass(eq=False)
-class SocketContext(Context):
-    """The context of one WebSocket: strawberry makes it once per socket and hands it to every
-    operation on it, so the loaders (whose caches would go stale) are made per operation, and per
-    message of a subscription, in a context variable of the operation's task."""
-
-    connection_params: dict[str, Any] | None = None
-    authorization: str | None = None
-    key_hash: str | None = None
-    "The key's hash, for the key cache: each message checks the key again."
-    _built: tuple[Principal, Loaders] | None = field(default=None, repr=False)
-
-    @property
-    def loaders(self) -> Loaders:
-        current = _LOADERS.get()
-        if current is None or current[0] is not self:
-            current = (self, self._fresh_loaders())
-            _LOADERS.set(current)
-        return current[1]
-
-    def fresh_loaders(self) -> None:
-        """Empty loaders for what runs next in this task (the next message of a subscription)."""
-        _LOADERS.set(None)
-
-    def _fresh_loaders(self) -> Loaders:
-        principal = self.party_principal()
-        if self._built is None or self._built[0] != principal:
-            self._built = (principal, Loaders.build(self.rt, principal))
-        loaders = self._built[1].fresh()
-        if self.caller is not None:
-            loaders.prime_caller(self.caller.party, self.caller.network)
-        return loaders
-
-
-def socket_context(rt, websocket, response) -> SocketContext:
-    """The context strawberry keeps for a socket; the caller is known after `connection_init`."""
-    return SocketContext(rt=rt, principal=None, request=websocket, response=response)
-
-
-async def on_connect(context: SocketContext):
-    """`connection_init`: the payload must carry a working key, else the socket is closed (4403
-    with graphql-transport-ws)."""
-    params = context.connection_params or {}
-    authorization = params.get("authorization", params.get("Authorization"))
-    if not isinstance(authorization, str) or not authorization:
-        raise ConnectionRejectionError({"code": "UNAUTHENTICATED", "message": "connection_init needs an authorization"})
-    rt = context.rt
-    caller = await identify(rt.sessions, authorization, rt.settings.operator_key, rt.keys)
-    if caller is None:
-        raise ConnectionRejectionError({"code": "UNAUTHENTICATED", "message": "the API key is missing, unknown or revoked"})
-    context.authorization = authorization
-    context.key_hash = hash_key(authorization.strip().partition(" ")[2].strip())
-    context.caller = caller
-    context.principal = caller.principal
-    return UNSET  # a plain connection_ack
-
-
-async def _revalidate(context: SocketContext) -> Caller:
-    """The socket's key checked again; raises UNAUTHENTICATED once it no longer works. A key in the
-    cache costs a hash and a lookup, no suspension."""
-    rt = context.rt
-    caller = None if context.key_hash is None else rt.keys.get(context.key_hash)
-    if caller is None and context.authorization is not None:
-        caller = await identify(rt.sessions, context.authorization, rt.settings.operator_key, rt.keys)
-    if caller is None:
-        context.principal = None
-        context.caller = None
-        raise coded("UNAUTHENTICATED", "the API key was revoked or no longer works")
-    if caller is not context.caller:
-        context.caller = caller
-        context.principal = caller.principal
-    return caller
-
 
 def _principal(info: Info) -> SocketContext:
     context = info.context
@@ -385,7 +302,7 @@ async def _events(context: SocketContext, inbox: Subscriber) -> AsyncGenerator[_
                 batch = event.memo.get(_Batch)
                 if batch is None:
                     batch = event.memo[_Batch] = _Batch.of([event])
-        await _revalidate(context)
+        await revalidate(context)
         yield batch
 
 

@@ -122,3 +122,42 @@ async def test_keys_stored_before_they_were_scoped_per_service_keep_deciding_dup
         await rt.close()
         if name:
             await _drop_postgres_database(name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_keys_stored_before_their_issuer_was_recorded_keep_working_and_new_ones_record_it(backend, tmp_path):
+    """Revision 0007 adds api_keys.issued_by_key_id; its downgrade takes it away. Keys issued, the
+    database taken down to 0004 and up again: the old keys still work and name no issuer, so that
+    revoking one takes no other with it; a key issued after the upgrade goes with its issuer."""
+    from tests.graph.test_api_keys import ISSUE, KEYS, ME, REVOKE
+
+    if backend == "postgres":
+        url, name = await _postgres_database()
+    else:
+        url, name = f"sqlite+aiosqlite:///{tmp_path / 'shareflow.db'}", None
+    rt = Runtime.from_settings(Settings(database_url=url, operator_key=OPERATOR_KEY, auth_cache_seconds=0))
+    try:
+        await upgrade(rt.engine)
+        app = create_app(rt=rt)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shareflow.test") as client:
+            api = Api(client)
+            mobility = await mobility_network(api)
+            owner, partner = mobility.net.owner, mobility.parkspace
+            before = (await api.data(ISSUE, {"party": partner.id}, partner.key))["issueApiKey"]["apiKey"]
+
+            await rt.engine.dispose()
+            await asyncio.to_thread(command.downgrade, alembic_config(url), "0004")
+            assert "issued_by_key_id" not in (await _tables(rt))["api_keys"]
+            await rt.engine.dispose()
+            await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+
+            after = (await api.data(ISSUE, {"party": partner.id}, partner.key))["issueApiKey"]["apiKey"]
+            listed = (await api.data(KEYS, {"id": partner.id}, owner.key))["party"]["apiKeys"]
+            [first] = [key["id"] for key in listed if partner.key.startswith(key["prefix"] + "_")]
+            assert (await api.data(REVOKE, {"id": first}, owner.key))["revokeApiKey"]["errors"] == []
+            assert (await api.data(ME, key=before))["me"]["party"]["name"] == "ParkSpace"
+            assert await api.error_code(ME, key=after) == "UNAUTHENTICATED"
+    finally:
+        await rt.close()
+        if name:
+            await _drop_postgres_database(name)

@@ -2,11 +2,13 @@
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal, new_key
 from app.errors import DomainError, not_found
 from app.runtime import Runtime
+from app.services import events
 from app.services.access import sees_keys_of
 from models import ApiKey, Party
 from models.types import utcnow
@@ -23,19 +25,30 @@ def may_manage_keys(principal: Principal, party: Party) -> bool:
     return sees_keys_of(principal, party) and party.kind != "CONSUMER"
 
 
+def minted(principal: Principal, party: Party) -> IssuedKey:
+    """A new key for the party (to be added to the session), recording the key that issued it: the
+    revocation of that one revokes this one too."""
+    secret, prefix, key_hash = new_key()
+    key = ApiKey(
+        network_id=party.network_id, party_id=party.id, prefix=prefix, key_hash=key_hash, issued_by_key_id=principal.key_id
+    )
+    return IssuedKey(key, secret)
+
+
 async def issue_api_key(rt: Runtime, principal: Principal, party_id: int) -> IssuedKey:
     async with rt.sessions.begin() as session:
         party = await session.get(Party, party_id)
         if party is None or not may_manage_keys(principal, party):
             raise not_found("party", "partyId")
-        secret, prefix, key_hash = new_key()
-        key = ApiKey(network_id=party.network_id, party_id=party.id, prefix=prefix, key_hash=key_hash)
-        session.add(key)
-    return IssuedKey(key, secret)
+        issued = minted(principal, party)
+        session.add(issued.key)
+    return issued
 
 
 async def revoke_api_key(rt: Runtime, principal: Principal, key_id: int) -> ApiKey:
-    """Revoking is final; the key stops working at once in this process, within seconds elsewhere."""
+    """Revoking is final, and takes with it every key issued with this one, down the line, in the
+    same transaction: a stolen key leaves no successor behind. Each stops working at once in this
+    process, and the sockets opened with any of them close in every process (events.keys_invalidated)."""
     async with rt.sessions.begin() as session:
         row = (
             await session.execute(
@@ -50,5 +63,27 @@ async def revoke_api_key(rt: Runtime, principal: Principal, key_id: int) -> ApiK
         if key.revoked_at is not None:
             raise DomainError.of("ALREADY_REVOKED", "the key was revoked already", "id")
         key.revoked_at = utcnow()
-    rt.keys.forget_key(key_id)
+        successors = await _revoke_issued_by(session, key)
+    await events.keys_invalidated(rt, [(key.id, key.prefix), *successors])
     return key
+
+
+async def _revoke_issued_by(session: AsyncSession, key: ApiKey) -> list[tuple[int, str]]:
+    """Revokes, as `key` was, the keys issued with it and with those, down the line, that still
+    work: their (id, prefix)."""
+    network_id = key.network_id
+    issued = (
+        select(ApiKey.id).where(ApiKey.network_id == network_id, ApiKey.issued_by_key_id == key.id)
+        .cte("issued", recursive=True)
+    )
+    issued = issued.union(
+        select(ApiKey.id).join(issued, ApiKey.issued_by_key_id == issued.c.id).where(ApiKey.network_id == network_id)
+    )
+    revoked = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.network_id == network_id, ApiKey.id.in_(select(issued.c.id)), ApiKey.revoked_at.is_(None))
+        .values(revoked_at=key.revoked_at)
+        .returning(ApiKey.id, ApiKey.prefix)
+        .execution_options(synchronize_session=False)
+    )
+    return [(key_id, prefix) for key_id, prefix in revoked]

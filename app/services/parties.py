@@ -2,12 +2,13 @@
 
 from dataclasses import dataclass
 
-from app.auth import Principal, new_key
+from app.auth import Principal
 from app.errors import AccessDenied
 from app.runtime import Runtime
 from app.services import validate
 from app.services.agreements import AgreementDraft, add_agreements
-from models import Agreement, ApiKey, Network, Party
+from app.services.api_keys import minted
+from models import Agreement, Network, Party
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ async def onboard_partner(
         created = await add_agreements(
             session, rt, principal, network, agreements, ("input", "agreements"), default_payee=party
         )
-        secret = None
+        issued = None
         if issue_api_key:
-            secret, prefix, key_hash = new_key()
-            session.add(ApiKey(network_id=network.id, party_id=party.id, prefix=prefix, key_hash=key_hash))
-    return Onboarded(party, created, secret)
+            issued = minted(principal, party)
+            session.add(issued.key)
+    return Onboarded(party, created, None if issued is None else issued.secret)

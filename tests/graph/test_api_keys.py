@@ -36,6 +36,27 @@ async def test_a_revoked_key_is_refused_from_then_on(api, network):
     assert await api.error_code(ME, key=partner.key) == "UNAUTHENTICATED"
 
 
+async def test_revoking_a_key_revokes_every_key_it_issued_down_the_line(api, network):
+    owner = network.owner
+    partner = await network.onboard("Partner")
+    issued = (await api.data(ISSUE, {"party": partner.id}, partner.key))["issueApiKey"]["apiKey"]
+    issued_by_issued = (await api.data(ISSUE, {"party": partner.id}, issued))["issueApiKey"]["apiKey"]
+    sub_partner = await network.onboard("Sub-partner", by=partner)
+    by_the_owner = (await api.data(ISSUE, {"party": partner.id}, owner.key))["issueApiKey"]["apiKey"]
+    listed = (await api.data(KEYS, {"id": partner.id}, owner.key))["party"]["apiKeys"]
+    [first] = [key["id"] for key in listed if partner.key.startswith(key["prefix"] + "_")]
+
+    payload = (await api.data(REVOKE, {"id": first}, owner.key))["revokeApiKey"]
+    assert payload["errors"] == [] and payload["key"]["revokedAt"] is not None
+
+    for successor in (partner.key, issued, issued_by_issued, sub_partner.key):
+        assert await api.error_code(ME, key=successor) == "UNAUTHENTICATED"
+    for independent, name in ((by_the_owner, "Partner"), (owner.key, owner.name)):
+        assert (await api.data(ME, key=independent))["me"]["party"]["name"] == name
+    keys = (await api.data(KEYS, {"id": partner.id}, owner.key))["party"]["apiKeys"]
+    assert sorted(key["revokedAt"] is None for key in keys) == [False, False, False, True]
+
+
 async def test_revoking_twice_says_so(api, network):
     partner = await network.onboard("ParkSpace")
     [key] = (await api.data(KEYS, {"id": partner.id}, network.owner.key))["party"]["apiKeys"]
