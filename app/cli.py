@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         uvicorn.run(
             "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="info",
             ws_per_message_deflate=get_settings().ws_compression,
+            ws_max_size=get_settings().max_body_bytes,  # a larger message is refused before it is buffered
             proxy_headers=False,  # the app trusts SHAREFLOW_TRUSTED_PROXIES only (uvicorn would trust 127.0.0.1)
         )
     elif args.command == "migrate":
