@@ -1,6 +1,6 @@
 """The floor of the HTTP figure: a plain Starlette JSON endpoint that returns fixed bytes.
 
-It runs under exactly the uvicorn settings of `shareflow serve` (app/cli.py): factory app, one
+It runs under exactly the uvicorn settings of `shareflow serve` (app/server/cli.py): factory app, one
 worker, log level info with the access log on, uvloop and httptools when installed.
     SHAREFLOW_BENCH_BODY_FILE=body.json python -m bench.plain_app --port 8001
 """
@@ -30,7 +30,7 @@ def create_app() -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         gc.collect()
-        gc.freeze()  # as app/main.py does at start-up, so that neither side pays for the other's choice
+        gc.freeze()  # as app/server/app.py does at start-up, so that neither side pays for the other's choice
         yield
 
     return Starlette(routes=[Route("/graphql", graphql, methods=["POST"]), Route("/healthz", healthz)], lifespan=lifespan)

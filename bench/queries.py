@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import event
 
-from app.main import create_app
+from app.server.app import create_app
 from app.migrate import upgrade
 from app.runtime import Runtime
 from app.settings import Settings
@@ -202,7 +202,7 @@ async def run(cfg: Config) -> Section:
                      f"revenueFlows {fmt_ms(sum(times['revenueFlows']) / iterations)}, "
                      f"quote {fmt_ms(sum(times['quote']) / iterations)}.")
     method = (
-        "In-process: `app.main.create_app(rt=Runtime.from_settings(Settings(...)))` on a fresh SQLite file per size, "
+        "In-process: `app.server.app.create_app(rt=Runtime.from_settings(Settings(...)))` on a fresh SQLite file per size, "
         "driven by `httpx.ASGITransport` (the full Starlette + Strawberry stack, no socket), one request at a time, "
         "as the network's owner. Each size is a network with one service (two charges) and N partners, each "
         "onboarded by `onboardPartner` with a 0.1% PERCENT agreement from the owner on that service, and "

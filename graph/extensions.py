@@ -28,7 +28,7 @@ def _introspection_only(document) -> bool:
 
 PREPARED: dict[str, object] = {}
 """Query texts that got through parsing and every validation rule of the schema (limits included),
-with their parsed documents: app/main.py answers their successful queries without going through
+with their parsed documents: graph/view.py answers their successful queries without going through
 the extensions again. Validity depends on the text alone, so an entry never goes stale."""
 _PREPARED_MAX = 512
 

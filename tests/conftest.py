@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.main import create_app
+from app.server.app import create_app
 from app.migrate import upgrade
 from app.runtime import Runtime
 from app.settings import Settings

@@ -129,7 +129,7 @@ def test_the_reader_starts_before_the_database_layer_is_imported():
     import subprocess
     import sys
 
-    probe = "import sys, app.importer, app.cli; print(sorted(m for m in ('sqlalchemy', 'models', 'app.services.usage') if m in sys.modules))"
+    probe = "import sys, app.importer, app.server.cli; print(sorted(m for m in ('sqlalchemy', 'models', 'app.services.usage') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

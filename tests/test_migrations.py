@@ -8,7 +8,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect
 
-from app.main import create_app
+from app.server.app import create_app
 from app.migrate import alembic_config, upgrade
 from app.runtime import Runtime
 from app.settings import Settings

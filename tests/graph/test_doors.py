@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from app.main import create_app
+from app.server.app import create_app
 from app.runtime import Runtime
 from app.settings import Settings
 from graph.extensions import MAX_OPERATION_LABELS

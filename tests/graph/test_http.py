@@ -18,7 +18,7 @@ async def test_readiness_checks_the_database(client):
 async def test_readiness_fails_when_the_database_is_unreachable(tmp_path):
     import httpx
 
-    from app.main import create_app
+    from app.server.app import create_app
     from app.settings import Settings
 
     app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db"))

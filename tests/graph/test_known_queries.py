@@ -1,5 +1,5 @@
 """A query text the gateway has validated before is answered without strawberry's HTTP view
-(app/main.py): its answers must be the very ones strawberry gives, whatever the body looks like."""
+(graph/view.py): its answers must be the very ones strawberry gives, whatever the body looks like."""
 
 import json
 
@@ -112,7 +112,7 @@ async def test_a_full_set_of_known_queries_forgets_only_its_oldest(client, netwo
 async def test_a_body_handed_on_by_the_fast_path_is_decoded_once(client, network, monkeypatch):
     """A mutation always goes on to strawberry's view, which takes the body as the fast path
     decoded it; a body sent in pieces arrives whole and is taken alike."""
-    import app.main
+    import graph.view
 
     decoded = []
     loads = json.loads
@@ -122,7 +122,7 @@ async def test_a_body_handed_on_by_the_fast_path_is_decoded_once(client, network
         return loads(data, *args, **kwargs)
 
     monkeypatch.setattr(json, "loads", counting)
-    assert app.main.json.loads is counting
+    assert graph.view.json.loads is counting
     body = json.dumps({"query": "mutation($e: [UsageInput!]!) { recordUsage(events: $e) { accepted } }", "variables": {"e": []}}).encode()
     response = await _post(client, network.owner.key, body)
     assert response.json() == {"data": {"recordUsage": {"accepted": 0}}}

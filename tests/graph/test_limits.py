@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.limits import RateLimiter, RedisRateLimiter, rate_limiter
-from app.main import create_app
+from app.server.app import create_app
 from app.settings import Settings
 
 ME = "{ me { party { name } } }"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.auth import KeyCache
-from app.main import create_app
+from app.server.app import create_app
 from app.pubsub import InProcessPubSub, RedisPubSub
 from app.runtime import Runtime
 from graph import subscriptions

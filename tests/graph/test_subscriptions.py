@@ -12,7 +12,8 @@ import uvicorn
 import websockets
 from websockets.asyncio.client import connect
 
-from app.main import GraphQLApp, create_app
+from app.server.app import create_app
+from graph.view import GraphQLApp
 from app.pubsub import RedisPubSub
 from graph import subscriptions
 from tests.graph.conftest import mobility_network, new_network

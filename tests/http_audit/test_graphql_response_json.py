@@ -4,7 +4,7 @@ only plain application/json) never answers in the other media type's place."""
 
 import pytest
 
-from app.main import wants_graphql_response
+from graph.view import wants_graphql_response
 from tests.graph.conftest import new_network
 
 ME = "{ me { party { name } } }"

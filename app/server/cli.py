@@ -32,7 +32,7 @@ async def _migrate() -> None:
 async def _demo() -> dict[str, str]:
     from sqlalchemy import select
 
-    from app.demo import seed
+    from app.server.demo import seed
     from models import Network
 
     rt = _runtime()
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         uvicorn.run(
-            "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="info",
+            "app.server.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="info",
             ws_per_message_deflate=get_settings().ws_compression,
             ws_max_size=get_settings().max_body_bytes,  # a larger message is refused before it is buffered
             proxy_headers=False,  # the app trusts SHAREFLOW_TRUSTED_PROXIES only (uvicorn would trust 127.0.0.1)

@@ -1,21 +1,17 @@
-"""The ASGI app: GraphQL (HTTP and WebSocket) at /graphql, health and readiness probes."""
+"""The GraphQL HTTP and WebSocket view: strawberry's ASGI view with the caller Admission identified,
+JSON for every refusal, application/graphql-response+json when asked for, and a fast path that
+answers known valid queries straight through graphql-core."""
 
-import contextlib
 import contextvars
-import gc
 import json
 import logging
 import time
 
+from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, execute, get_operation_ast
 from graphql.execution import Executor
-
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
-from cross_web import HTTPException
 from strawberry.asgi import GraphQL
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
@@ -24,23 +20,16 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
-from app import dashboard
-from app.db import ping
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-
-from app.limits import Admission, LimitExceeded, RateLimiter, admitted_caller, limit_body, rate_limiter
-from app.observability import OPERATIONS, RequestIds, configure_logging, metrics_endpoint
+from app.limits import LimitExceeded, RateLimiter, admitted_caller, limit_body
+from app.observability import OPERATIONS
 from app.runtime import Runtime
-from app.settings import Settings, get_settings
-from app.statement_csv import statement_csv
-from app.usage_ndjson import usage_ndjson
+from graph import fanout, sockets, subscriptions
 from graph.context import Context
 from graph.execution import CompiledListVariables, PlainLeaves
 from graph.extensions import (
     PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, operation_label, operation_name_of,
 )
 from graph.schema import schema
-from graph import fanout, sockets, subscriptions
 
 log = logging.getLogger("shareflow.graphql")
 
@@ -339,61 +328,3 @@ class GraphQLApp(GraphQL):
         if caller is None:
             return Context(rt=rt, principal=None, request=request, response=response)
         return Context(rt=rt, principal=caller.principal, request=request, response=response, caller=caller)
-
-
-def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> Starlette:
-    rt = rt or Runtime.from_settings(settings or get_settings())
-    limiter = rate_limiter(rt.settings.rate_limit_per_minute, rt.settings.redis_url)
-    graphql = GraphQLApp(rt, limiter)
-
-    async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(_: Request) -> JSONResponse:
-        try:
-            await ping(rt.engine)
-        except Exception as error:  # noqa: BLE001 - any failure to reach the database means not ready
-            return JSONResponse({"status": "unavailable", "reason": type(error).__name__}, status_code=503)
-        return JSONResponse({"status": "ready"})
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        # What is loaded by now (schema, mappers, compiled statements) lives as long as the process:
-        # keep it out of the collector's full passes, which otherwise walk it again and again.
-        gc.collect()
-        gc.freeze()
-        # And make full passes rarer (after 1,000 second-generation ones; Python's default is 10):
-        # a thousand open subscriptions hold some 400,000 objects, and a full pass over them stops
-        # the process for about a third of a second, holding up every message of a fan-out. The
-        # young generations, where nearly all garbage dies, are collected as before.
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, 1_000)
-        if rt.settings.json_logs:
-            configure_logging(rt.settings.log_level)
-        yield
-        if graphql.rate_limiter is not None:
-            await graphql.rate_limiter.close()
-        await rt.close()
-
-    app = Starlette(
-        routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),  # first: nearly every request is for it
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
-            Route("/statements/{statement_id}.csv", statement_csv),
-            Route("/usage.ndjson", usage_ndjson, methods=["POST"]),
-            *dashboard.routes,
-            WebSocketRoute("/graphql", graphql),
-        ],
-        middleware=[
-            Middleware(RequestIds),
-            # The client address a request counts against, where the peer is a proxy we trust.
-            *([Middleware(ProxyHeadersMiddleware, trusted_hosts=rt.settings.trusted_proxies)] if rt.settings.trusted_proxies else []),
-            Middleware(Admission, rt=rt, limiter=limiter),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.rt = rt
-    app.state.graphql = graphql
-    return app
