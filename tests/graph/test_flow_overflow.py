@@ -3,6 +3,7 @@ retained amount beyond 2^62 minor units is FLOW_OVERFLOW wherever it would show,
 agreement to end, never INTERNAL: closePeriod refuses and the period stays open, until its payer
 or the owner ends that agreement at the blocked period; then the period closes."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,7 @@ from tests.graph.test_end_agreement import END_AGREEMENT
 from tests.graph.test_quote import QUOTE
 from tests.graph.test_record_usage import event, record
 from tests.graph.test_statement import STATEMENT
+from tests.graph.test_subscriptions import PROTOCOLS, UPDATED, GraphQLSocket, error_code, totals, ws_url  # noqa: F401 - the fixture
 
 NOW = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
 OCTOBER = "2026-10-20T10:00:00+00:00"
@@ -79,3 +81,19 @@ async def test_a_late_event_whose_correction_would_overflow_is_rejected_alone(ap
                                               event(service_id, "now", quantity="1", occurredAt="2026-11-10T10:00:00+00:00")])
     assert [r["status"] for r in payload["results"]] == ["REJECTED", "ACCEPTED"]
     assert payload["results"][0]["errors"] == [{"field": ["events", "0", "quantity"], "code": "FLOW_OVERFLOW"}]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_subscription_whose_totals_overflow_ends_with_flow_overflow_not_internal(api, ws_url, protocol):
+    net = await new_network(api, "Live")
+    citycar = await net.onboard("CityCar", "PROVIDER")
+    parkspace = await net.onboard("ParkSpace")
+    service_id = await net.service("Car sharing", citycar, CAR_SHARING_CHARGES)
+    huge = await net.agree(net.owner, parkspace, service_id, HUGE_LEG)
+    async with GraphQLSocket.open(ws_url, protocol, f"Bearer {net.owner.key}") as ws:
+        op = await ws.subscribe(UPDATED)
+        assert totals(await ws.next(op)) == ("0.00", "0.00", "0.00")
+        await record(api, citycar.key, [event(service_id, "big", quantity="100000")])
+        refused = await ws.next(op)
+        assert error_code(refused) == "FLOW_OVERFLOW"
+        assert huge["agreement"]["id"] in json.dumps(refused)
