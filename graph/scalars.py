@@ -31,7 +31,10 @@ def serialize_decimal(value: decimal.Decimal) -> str:
 
 DecimalScalar = strawberry.scalar(
     name="Decimal",
-    description='An exact decimal number, sent as a string such as "9.70".',
+    description=(
+        'An exact decimal number, sent as a string in plain notation such as "9.70" (digits, one optional point, '
+        "an optional leading minus; no exponent), at most 32 characters."
+    ),
     serialize=serialize_decimal,
     parse_value=parse_decimal,
 )
