@@ -20,7 +20,7 @@ def parse_decimal(value: object) -> decimal.Decimal:
 
     JSON floats are refused here: they may already have lost digits before reaching us.
     """
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if type(value) is not str and (isinstance(value, bool) or not isinstance(value, int)):
         raise StrawberryGraphQLError('Decimal values are sent as strings, e.g. "9.70"')
     return read_decimal(value)
 

@@ -42,7 +42,7 @@ DECIMAL_TEXT_MAX = 32
 MAX_AMOUNT = Decimal(10) ** 12
 "The largest magnitude of a price, fee, rule amount, weight or bound (quantities stop at 10^9)."
 
-_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_plain = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
 _LARGEST_TEXT = 10 ** (DECIMAL_TEXT_MAX - 1)
 "Integers above it in magnitude need more than DECIMAL_TEXT_MAX characters (a sign included)."
 _UNREADABLE = (
@@ -125,10 +125,10 @@ def read_decimal(value: str | int) -> Decimal:
     text before Decimal() sees it, so "1E+999999999" costs nothing, and comes back Unreadable:
     each field's check (check_decimal, the quantity's) refuses it as INVALID with its path. Signs,
     places and magnitude are those checks' to judge."""
-    if type(value) is int:
-        if -_LARGEST_TEXT < value < _LARGEST_TEXT:
+    if type(value) is str:
+        if len(value) <= DECIMAL_TEXT_MAX and _plain(value):
             return Decimal(value)
-    elif type(value) is str and len(value) <= DECIMAL_TEXT_MAX and _PLAIN_DECIMAL.fullmatch(value):
+    elif type(value) is int and -_LARGEST_TEXT < value < _LARGEST_TEXT:
         return Decimal(value)
     return Unreadable(_UNREADABLE)
 
