@@ -418,9 +418,9 @@ async def _correct_closed(session: AsyncSession, ctx: _Context, changed: list) -
         services = [await session.get(Service, service_id) for service_id in sorted(touched[period])]
         try:
             await settlement.book_corrections(session, network, services, period)
-        except FlowTooLarge as error:  # the period's late events are rejected, the rest of the batch recorded
+        except FlowTooLarge:  # the period's late events are rejected, the rest of the batch recorded
             late = [position for position, event in enumerate(changed) if event.period == period]
-            raise _Overflow(late, error.code, error.problems[0].message) from None
+            raise _Overflow(late, "FLOW_OVERFLOW", f"correcting the closed period {period} would move more than 2^62 minor units") from None
 
 
 _CHUNK = 1000
