@@ -2,7 +2,7 @@
 
 from app.billing.money import Problem
 
-__all__ = ["AccessDenied", "DomainError", "Problem", "not_found"]
+__all__ = ["AccessDenied", "DomainError", "FlowTooLarge", "Problem", "not_found"]
 
 
 class DomainError(Exception):
@@ -24,6 +24,16 @@ class DomainError(Exception):
 def not_found(what: str, *path: str) -> DomainError:
     """Whatever a key may not see does not exist for it: the same answer as a missing row."""
     return DomainError.of("NOT_FOUND", f"{what} not found", *path)
+
+
+class FlowTooLarge(DomainError):
+    """FLOW_OVERFLOW: a period's waterfall or books would hold an amount beyond what they can.
+    `culprit` is what to end, as (type, row id), for the message to name by its global id: the
+    agreement whose leg took it there, else the service or the party whose sum alone does."""
+
+    def __init__(self, culprit: tuple[str, int], message: str, *path: str) -> None:
+        super().__init__(Problem(tuple(path), "FLOW_OVERFLOW", message))
+        self.culprit = culprit
 
 
 class AccessDenied(Exception):

@@ -10,18 +10,19 @@ import strawberry
 from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.schema.types.base_scalars import wrap_parser
 
+from app.billing.money import read_decimal
+
 
 def parse_decimal(value: object) -> decimal.Decimal:
-    """Any decimal string (NaN and Infinity included: the use-cases refuse them with a field path).
+    """A decimal string (or integer) through money.read_decimal, the one door of decimal inputs:
+    what it refuses to read comes back Unreadable, for the use-case to refuse with the field's path
+    (an item of a batch alone, not the whole operation).
 
-    JSON floats are refused: they may already have lost digits before reaching us.
+    JSON floats are refused here: they may already have lost digits before reaching us.
     """
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if type(value) is not str and (isinstance(value, bool) or not isinstance(value, int)):
         raise StrawberryGraphQLError('Decimal values are sent as strings, e.g. "9.70"')
-    try:
-        return decimal.Decimal(str(value).strip())
-    except decimal.InvalidOperation:
-        raise StrawberryGraphQLError(f"{str(value)[:40]!r} is not a decimal number") from None
+    return read_decimal(value)
 
 
 def serialize_decimal(value: decimal.Decimal) -> str:
@@ -30,7 +31,10 @@ def serialize_decimal(value: decimal.Decimal) -> str:
 
 DecimalScalar = strawberry.scalar(
     name="Decimal",
-    description='An exact decimal number, sent as a string such as "9.70".',
+    description=(
+        'An exact decimal number, sent as a string in plain notation such as "9.70" (digits, one optional point, '
+        "an optional leading minus; no exponent), at most 32 characters."
+    ),
     serialize=serialize_decimal,
     parse_value=parse_decimal,
 )

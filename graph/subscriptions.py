@@ -38,7 +38,7 @@ from app.services import events, settlement
 from app.services.access import visible_parties
 from graph import fanout
 from graph.context import Context, Info
-from graph.errors import coded
+from graph.errors import coded, top_level
 from graph.fanout import SharedComputation, same_access
 from graph.ids import decode_optional
 from graph.sockets import SocketContext, revalidate
@@ -323,6 +323,8 @@ async def _settlement_stream(context: SocketContext, party_id: int) -> AsyncGene
                         totals = await _event_totals(rt, event, principal, party_id)
                     except (GraphQLError, asyncio.CancelledError):
                         raise
+                    except DomainError as error:  # FLOW_OVERFLOW: the period's figures exceed what the books hold
+                        raise top_level(error) from None
                     except Exception as error:  # noqa: BLE001 - masked, like any unexpected error
                         raise _unexpected(context, error) from None
                     if totals is None:

@@ -139,15 +139,16 @@ def test_the_reader_starts_before_the_database_layer_is_imported():
     '"text"', "", "   ", "\xa0{\"a\": 1}", '{"a": 1}\xa0', '{"a": NaN}', '{"a": 1e400}', "{", '{"a": 1,}',
 ])
 def test_a_json_line_is_read_as_the_json_module_reads_it(line):
-    """row_from_json gives what JSONDecoder.decode (with exact decimals) gives for an object, and
-    None wherever decode raises or gives anything else."""
+    """row_from_json gives what JSONDecoder.decode (numbers with a fraction or an exponent read
+    through the decimal door) gives for an object, and None wherever decode raises or gives
+    anything else."""
     import json
-    from decimal import Decimal
 
+    from app.billing.money import read_decimal
     from app.services.usage_input import row_from_json
 
     try:
-        expected = json.JSONDecoder(parse_float=Decimal).decode(line)
+        expected = json.JSONDecoder(parse_float=read_decimal).decode(line)
     except ValueError:
         expected = None
     if type(expected) is not dict:

@@ -1,12 +1,14 @@
 """Migrations on a database that holds data: what an upgrade must carry over."""
 
 import asyncio
+import json
+import logging
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app.server.app import create_app
 from app.migrate import alembic_config, upgrade
@@ -157,6 +159,48 @@ async def test_keys_stored_before_their_issuer_was_recorded_keep_working_and_new
             assert (await api.data(REVOKE, {"id": first}, owner.key))["revokeApiKey"]["errors"] == []
             assert (await api.data(ME, key=before))["me"]["party"]["name"] == "ParkSpace"
             assert await api.error_code(ME, key=after) == "UNAUTHENTICATED"
+    finally:
+        await rt.close()
+        if name:
+            await _drop_postgres_database(name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_upgrade_lists_stored_decimals_out_of_range_and_changes_nothing(backend, tmp_path, caplog):
+    """Revision 0006 logs every agreement or plan value the decimal door refuses today (what an
+    attack stored before it existed) and leaves them as they are; values in range go unmentioned."""
+    if backend == "postgres":
+        url, name = await _postgres_database()
+    else:
+        url, name = f"sqlite+aiosqlite:///{tmp_path / 'shareflow.db'}", None
+    rt = Runtime.from_settings(Settings(database_url=url, operator_key=OPERATOR_KEY, auth_cache_seconds=0))
+    try:
+        await upgrade(rt.engine)
+        app = create_app(rt=rt)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shareflow.test") as client:
+            await mobility_network(Api(client))
+        forty_digits = "1" + "0" * 39
+        tiers = [{"upTo": "10000000000000", "unitPrice": "0.1", "flatFee": "0"}, {"upTo": None, "unitPrice": "0.1", "flatFee": "0"}]
+        async with rt.engine.begin() as connection:
+            agreement = (await connection.execute(text("SELECT min(id) FROM agreements"))).scalar()
+            await connection.execute(text("UPDATE agreements SET amount = :a WHERE id = :id"), {"a": forty_digits, "id": agreement})
+            plan = (await connection.execute(text("SELECT min(id) FROM price_plans"))).scalar()
+            charges = [{"metric": "minutes", "model": "PER_UNIT", "unitPrice": "1E+5"}, {"metric": "calls", "model": "GRADUATED", "tiers": tiers}]
+            await connection.execute(text("UPDATE price_plans SET charges = :c WHERE id = :id"), {"c": json.dumps(charges), "id": plan})
+        await rt.engine.dispose()
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0004")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="shareflow.migrations"):
+            await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+        listed = [r.getMessage() for r in caplog.records if r.name == "shareflow.migrations"]
+        assert listed == [
+            f"out-of-range decimal: agreements id={agreement} network=1 amount='{forty_digits}' (40 characters)",
+            f"out-of-range decimal: price_plans id={plan} network=1 charges.0.unitPrice='1E+5' (4 characters)",
+            f"out-of-range decimal: price_plans id={plan} network=1 charges.1.tiers.0.upTo='10000000000000' (14 characters)",
+        ]
+        async with rt.engine.connect() as connection:
+            stored = (await connection.execute(text("SELECT amount FROM agreements WHERE id = :id"), {"id": agreement})).scalar()
+        assert stored == forty_digits
     finally:
         await rt.close()
         if name:

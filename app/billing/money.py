@@ -37,7 +37,18 @@ EXACT = Context(
 QUANTITY_PLACES = 6
 """Decimal places of quantities, prices, fees and rule amounts (DESIGN §3)."""
 
-_PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+DECIMAL_TEXT_MAX = 32
+"The longest decimal input, in characters: every value read is small before any arithmetic."
+MAX_AMOUNT = Decimal(10) ** 12
+"The largest magnitude of a price, fee, rule amount, weight or bound (quantities stop at 10^9)."
+
+_plain = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
+_LARGEST_TEXT = 10 ** (DECIMAL_TEXT_MAX - 1)
+"Integers above it in magnitude need more than DECIMAL_TEXT_MAX characters (a sign included)."
+_UNREADABLE = (
+    f"must be a decimal number in plain notation such as 9.70 (digits, one optional point, an optional leading minus),"
+    f" at most {DECIMAL_TEXT_MAX} characters"
+)
 
 
 class RoundingMode(str, Enum):
@@ -94,20 +105,37 @@ def decimal_places(value: Decimal) -> int:
     return max(0, -(exponent + len(digits) - len(significant)))
 
 
-def parse_decimal(text: str, *, max_places: int, path: tuple[str, ...] = ()) -> Decimal:
-    """Parse an API decimal string in plain notation ("9.70", "-1.5", "1").
+class Unreadable(Decimal):
+    """A decimal input that read_decimal refused to read: NaN to the arithmetic, so every field's
+    check refuses it as not finite, and `reason` says why (the field's problem message)."""
 
-    Exponent notation, NaN, Infinity, whitespace and anything else raise BillingError INVALID;
-    more than `max_places` significant decimals raise TOO_MANY_DECIMALS (never rounded).
-    Signs are the caller's to check.
-    """
-    if not isinstance(text, str) or not _PLAIN_DECIMAL.fullmatch(text):
-        raise BillingError("INVALID", f"{text!r} is not a plain decimal number such as 9.70", path)
-    value = Decimal(text)
-    if decimal_places(value) > max_places:
-        message = f"at most {max_places} decimal places allowed"
-        raise BillingError("TOO_MANY_DECIMALS", message, path)
-    return value
+    reason: str
+
+    def __new__(cls, reason: str) -> "Unreadable":
+        value = super().__new__(cls, "NaN")
+        value.reason = reason
+        return value
+
+
+def read_decimal(value: str | int) -> Decimal:
+    """The one door of every decimal input (the API's Decimal scalar, usage quantities in NDJSON
+    and CSV): a string in plain notation ("9.70", "-1.5", "1": digits, one optional point, an
+    optional leading minus) of at most DECIMAL_TEXT_MAX characters, or an integer of as many
+    digits, read exactly. Anything else (exponents, NaN, whitespace, longer texts) is judged on its
+    text before Decimal() sees it, so "1E+999999999" costs nothing, and comes back Unreadable:
+    each field's check (check_decimal, the quantity's) refuses it as INVALID with its path. Signs,
+    places and magnitude are those checks' to judge."""
+    if type(value) is str:
+        if len(value) <= DECIMAL_TEXT_MAX and _plain(value):
+            return Decimal(value)
+    elif type(value) is int and -_LARGEST_TEXT < value < _LARGEST_TEXT:
+        return Decimal(value)
+    return Unreadable(_UNREADABLE)
+
+
+def refusal(value: Decimal) -> str:
+    """Why a decimal that is not finite is refused: the reason of an Unreadable input."""
+    return value.reason if isinstance(value, Unreadable) else "must be a finite decimal"
 
 
 def check_decimal(
@@ -122,11 +150,14 @@ def check_decimal(
 ) -> list[Problem]:
     """The first problem of a decimal parameter, if any (validators report one per field).
 
-    Checks finiteness and the bounds (`code`; `exclusive` makes the minimum a strict bound)
-    and the number of places (TOO_MANY_DECIMALS).
+    Checks that it was read (INVALID) and lies within MAX_AMOUNT (INVALID) before anything else,
+    then the number of places (TOO_MANY_DECIMALS) and the field's own bounds (`code`;
+    `exclusive` makes the minimum a strict bound).
     """
     if not value.is_finite():
-        return [Problem(path, code, "must be a finite decimal")]
+        return [Problem(path, "INVALID", refusal(value))]
+    if abs(value) > MAX_AMOUNT:
+        return [Problem(path, "INVALID", f"must be at most {MAX_AMOUNT:f} in magnitude")]
     if decimal_places(value) > max_places:
         return [Problem(path, "TOO_MANY_DECIMALS", f"at most {max_places} decimal places allowed")]
     if exclusive and value <= minimum:

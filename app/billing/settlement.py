@@ -93,6 +93,17 @@ def totals(lines: Iterable[StatementLine]) -> Totals:
     return Totals(receivable, payable)
 
 
+BOOKS_LIMIT = 2**63 - 1
+"The largest amount a 64-bit column of the books holds, in minor units."
+
+
+def fits_books(lines: list[StatementLine]) -> bool:
+    """Whether a statement's lines and totals fit the books' columns: each flow stays within the
+    waterfall's FLOW_LIMIT, but a party's totals sum its flows of every service."""
+    sums = totals(lines)
+    return max(abs(sums.receivable), abs(sums.payable), *(abs(line.amount) for line in lines)) <= BOOKS_LIMIT
+
+
 def corrections(recomputed: Iterable[Entry], booked: Iterable[Entry], origin_period: str) -> list[Entry]:
     """What a closed period still owes: per (service, payer, payee), the recomputed flow less what
     was booked for it already (its close and earlier corrections), as signed adjustments."""

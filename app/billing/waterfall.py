@@ -38,6 +38,21 @@ class ShareBase(str, Enum):
     REMAINING = "REMAINING"
 
 
+FLOW_LIMIT = 2**62
+"""The largest leg, flow, pool or retained amount of a waterfall, in minor units: the books and
+statements sum a few of them in 64-bit columns. Bounded inputs can still multiply past it (10^12
+per unit over 9x10^12 units)."""
+
+
+class FlowOverflow(BillingError):
+    """An amount of the waterfall beyond FLOW_LIMIT. `leg` is the key of the leg that took it
+    there (its payer or the owner can end it), None when the consumers' payments alone do."""
+
+    def __init__(self, leg: Hashable | None) -> None:
+        super().__init__("FLOW_OVERFLOW", "an amount of the waterfall would exceed 2^62 minor units")
+        self.leg = leg
+
+
 @dataclass(frozen=True)
 class Leg:
     """One agreement's rule: out of `payer`'s pool of the service, `payee` receives this.
@@ -97,7 +112,8 @@ def split_service(
     `root_pool` (minor units) is what consumers paid the billing party. Every party a chain of
     legs reaches from the billing party has a pool, split by its own legs once complete; legs of
     parties not reached are ignored. Raises BillingError AGREEMENT_CYCLE if the reached legs
-    form a cycle, INVALID if two legs share a key.
+    form a cycle, INVALID if two legs share a key, and FlowOverflow if a pool, leg amount, flow
+    or retained amount lies beyond FLOW_LIMIT.
     """
     if len({leg.key for leg in legs}) != len(legs):
         raise BillingError("INVALID", "leg keys must be unique")
@@ -107,6 +123,8 @@ def split_service(
     legs_of: dict[Hashable, list[Leg]] = {}
     for leg in sorted(legs, key=lambda leg: (leg.priority, leg.seq)):
         legs_of.setdefault(leg.payer, []).append(leg)
+    if abs(root_pool) > FLOW_LIMIT:
+        raise FlowOverflow(None)
     pools = dict.fromkeys(order, 0)
     pools[billing_party] = root_pool
     leg_amounts: dict[Hashable, int] = {}
@@ -117,9 +135,13 @@ def split_service(
         amounts = _split_pool(pools[party], own_legs, usage, exponent, mode)
         for leg, amount in zip(own_legs, amounts):
             leg_amounts[leg.key] = amount
-            flows[(leg.payer, leg.payee)] = flows.get((leg.payer, leg.payee), 0) + amount
+            flow = flows[(leg.payer, leg.payee)] = flows.get((leg.payer, leg.payee), 0) + amount
             pools[leg.payee] += amount
+            if max(amount, flow, pools[leg.payee]) > FLOW_LIMIT:
+                raise FlowOverflow(leg.key)
         retained[party] = pools[party] - sum(amounts)
+        if retained[party] < -FLOW_LIMIT:  # fixed legs far beyond the pool: the largest is named
+            raise FlowOverflow(own_legs[amounts.index(max(amounts))].key)
     return Split(pools=pools, leg_amounts=leg_amounts, flows=flows, retained=retained)
 
 

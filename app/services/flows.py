@@ -7,7 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent, from_micros
-from app.billing.waterfall import MetricUsage, Split, split_service
+from app.billing.waterfall import FlowOverflow, MetricUsage, Split, split_service
+from app.errors import FlowTooLarge
 from app.services.access import consumer_data_services
 from app.services.agreements import in_force, leg_of
 from models import Agreement, Network, Service, ServiceRevenue, ServiceUsage
@@ -49,16 +50,28 @@ async def service_splits(session: AsyncSession, network: Network, services: list
     mode = RoundingMode(network.rounding_mode)
     splits = []
     for service in services:
-        split = split_service(
-            service.billed_by_id,
-            revenue.get(service.id, 0),
-            legs.get(service.id, []),
-            usage.get(service.id, {}),
-            currency_exponent(service.currency),
-            mode,
-        )
+        try:
+            split = split_service(
+                service.billed_by_id,
+                revenue.get(service.id, 0),
+                legs.get(service.id, []),
+                usage.get(service.id, {}),
+                currency_exponent(service.currency),
+                mode,
+            )
+        except FlowOverflow as overflow:
+            raise too_large(overflow, service.id, period, "period") from None
         splits.append(ServiceSplit(service, revenue.get(service.id, 0), split))
     return splits
+
+
+def too_large(overflow: FlowOverflow, service_id: int, period: str, *path: str) -> FlowTooLarge:
+    """A waterfall beyond FLOW_LIMIT as the caller's error, naming what to end: the agreement whose
+    leg took it there (its payer or the owner may end it at this period), else the service."""
+    if overflow.leg is None:
+        return FlowTooLarge(("Service", service_id), f"what consumers pay for the service in {period} exceeds 2^62 minor units", *path)
+    message = f"the agreement would move more than 2^62 minor units in {period}; end it at {period} (endAgreement) to settle the rest"
+    return FlowTooLarge(("Agreement", overflow.leg), message, *path)
 
 
 async def service_revenues(

@@ -8,12 +8,13 @@ from sqlalchemy import select
 from app.auth import Principal
 from app.billing.money import RoundingMode, currency_exponent
 from app.billing.pricing import price_line, usage_of
-from app.billing.waterfall import MetricUsage, split_service
+from app.billing.waterfall import FlowOverflow, MetricUsage, split_service
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, periods
 from app.services.access import visible_services
 from app.services.agreements import agreements_in_force, leg_of
+from app.services.flows import too_large
 from app.services.usage import MAX_BATCH
 from app.services.usage_input import check_quantity
 from models import Network, Service
@@ -87,14 +88,17 @@ async def quote(
             PricedLine(metric, sum(values, Decimal(0)), len(values), price_line(charges[metric], line_usage, exponent, mode))
         )
     total = sum(line.amount for line in lines)
-    split = split_service(
-        service.billed_by_id,
-        total,
-        [leg_of(a) for a in agreements],
-        {line.metric: MetricUsage(line.quantity, line.events) for line in lines},
-        exponent,
-        mode,
-    )
+    try:
+        split = split_service(
+            service.billed_by_id,
+            total,
+            [leg_of(a) for a in agreements],
+            {line.metric: MetricUsage(line.quantity, line.events) for line in lines},
+            exponent,
+            mode,
+        )
+    except FlowOverflow as overflow:
+        raise too_large(overflow, service.id, key, "usage") from None
     sees_all = principal.is_owner
     me = principal.party_id
     flows = [

@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Principal
 from app.billing.money import from_micros
 from app.billing.periods import next_period, period_bounds
-from app.billing.settlement import Direction, Entry, StatementLine, Totals, corrections, split_entries, statement_lines, totals
+from app.billing.settlement import (
+    Direction, Entry, StatementLine, Totals, corrections, fits_books, split_entries, statement_lines, totals,
+)
 from app.db import begin_write, lock_network_books
-from app.errors import AccessDenied, DomainError, not_found
+from app.errors import AccessDenied, DomainError, FlowTooLarge, not_found
 from app.runtime import Runtime
 from app.services import events, periods, validate
 from app.services.access import consumer_data_services, visible_parties, visible_services
@@ -342,6 +344,8 @@ async def _write_statements(session: AsyncSession, network: Network, period: str
                 consumers.add(entry.payer)
         for party_id in sorted(of_party):
             lines = statement_lines(party_id, of_party[party_id])
+            if lines and not fits_books(lines):
+                raise FlowTooLarge(("Party", party_id), f"the party's statement for {period} would exceed 2^63-1 minor units", "period")
             if lines:
                 issued.append((len(issued) + 1, party_id, currency, lines, party_id in consumers))
     if not issued:

@@ -25,7 +25,7 @@ from app.billing.money import RoundingMode, currency_exponent
 from app.billing.pricing import Charge
 from app.billing.running_totals import Change
 from app.db import write_turn
-from app.errors import DomainError, Problem, not_found
+from app.errors import DomainError, FlowTooLarge, Problem, not_found
 from app.runtime import Runtime
 from app.services import catalog, events, periods, settlement
 from app.services.access import may_record, recordable_services, visible_services
@@ -286,13 +286,20 @@ async def _record_group(rt: Runtime, group: list[tuple[Principal, list[UsageItem
 
 
 class _Overflow(DomainError):
-    """Events that would each push a running total past MAX_TOTAL: the batch is written again
-    without them (see _record)."""
+    """Events that would each push a running total past MAX_TOTAL, or (FLOW_OVERFLOW) a closed
+    period's corrected flows past the waterfall's limit: the batch is written again without them
+    (see _record)."""
 
-    def __init__(self, positions: list[int]) -> None:
-        super().__init__(Problem(("events",), "QUANTITY_OVERFLOW", "a running total would leave the 64-bit range"))
+    def __init__(self, positions: list[int], code: str = "QUANTITY_OVERFLOW",
+                 message: str = "a running total would leave the 64-bit range") -> None:
+        super().__init__(Problem(("events",), code, message))
         self.positions = positions
         "Positions in the changes handed to _apply."
+
+    def of_items(self, results: list) -> "_Overflow":
+        """The same overflow with its positions among the fresh events (in item order) as item indices."""
+        accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
+        return _Overflow([accepted[position] for position in self.positions], self.code, self.problems[0].message)
 
 
 async def _record(rt: Runtime, session: AsyncSession, principal: Principal, items: list) -> tuple[Recorded, list["NewEvent"]]:
@@ -322,7 +329,7 @@ async def _record(rt: Runtime, session: AsyncSession, principal: Principal, item
                 raise
             for index in error.positions:
                 overflowing[index] = ItemResult("REJECTED", problems=[Problem(
-                    ("events", str(index), "quantity"), "QUANTITY_OVERFLOW", "a running total would leave the 64-bit range")])
+                    ("events", str(index), "quantity"), error.code, error.problems[0].message)])
         else:
             await _fetch(connection, statements.release_batch, ())
             return outcome
@@ -381,13 +388,15 @@ async def _record_once(rt, session, principal, items, overflowing: dict[int, Ite
     fresh, inserts = await _claim_keys(connection, network_id, valid, services, results)
     try:
         await _apply(session, ctx, [Change(e.period, e.service_id, e.consumer_id, e.metric, e.quantity, 1) for e in fresh], inserts.pending)
-    except _Overflow as overflow:  # positions among the fresh events, in item order: as item indices
-        accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
-        raise _Overflow([accepted[position] for position in overflow.positions]) from None
+    except _Overflow as overflow:
+        raise overflow.of_items(results) from None
     finally:
         if inserts.running is not None:  # done before the savepoint ends, whatever happened meanwhile
             await inserts.running
-    await _correct_closed(session, ctx, fresh)
+    try:
+        await _correct_closed(session, ctx, fresh)
+    except _Overflow as overflow:
+        raise overflow.of_items(results) from None
     return Recorded([r for r in results if r is not None]), fresh
 
 
@@ -413,7 +422,11 @@ async def _correct_closed(session: AsyncSession, ctx: _Context, changed: list) -
     network = await session.get(Network, ctx.network.id)  # the rows themselves: settlement works on them
     for period in sorted(touched):
         services = [await session.get(Service, service_id) for service_id in sorted(touched[period])]
-        await settlement.book_corrections(session, network, services, period)
+        try:
+            await settlement.book_corrections(session, network, services, period)
+        except FlowTooLarge:  # the period's late events are rejected, the rest of the batch recorded
+            late = [position for position, event in enumerate(changed) if event.period == period]
+            raise _Overflow(late, "FLOW_OVERFLOW", f"correcting the closed period {period} would move more than 2^62 minor units") from None
 
 
 _CHUNK = 1000

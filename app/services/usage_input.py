@@ -7,10 +7,10 @@ import re
 from collections.abc import Callable
 from functools import partial
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import NamedTuple
 
-from app.billing.money import EXACT, QUANTITY_PLACES
+from app.billing.money import EXACT, QUANTITY_PLACES, read_decimal, refusal
 from app.billing.periods import PeriodError, period_bounds, period_of
 from app.errors import DomainError, Problem
 
@@ -25,7 +25,7 @@ def quantity_micros(quantity: Decimal, *path: str) -> int:
 
     Exact and cheap (recordUsage checks every event): the quantity scaled by 10^6 must be whole."""
     if not quantity.is_finite():
-        raise DomainError.of("INVALID", "must be a finite number", *path)
+        raise DomainError.of("INVALID", refusal(quantity), *path)
     if quantity < 0:
         raise DomainError.of("INVALID", "must not be negative", *path)
     micros = quantity.scaleb(QUANTITY_PLACES, EXACT)  # positional: see money.round_to_minor
@@ -57,8 +57,9 @@ class UsageItem(NamedTuple):
 FIELDS = ("idempotencyKey", "serviceId", "consumerRef", "metric", "quantity", "occurredAt")
 "The keys of a usage item as it arrives (GraphQL's UsageInput, an NDJSON line, a CSV header)."
 
-_raw_decode = json.JSONDecoder(parse_float=Decimal).raw_decode
-"One decoder for every line, where json.loads with parse_float would build one per call."
+_raw_decode = json.JSONDecoder(parse_float=read_decimal).raw_decode
+"""One decoder for every line, where json.loads with parse_float would build one per call; a
+number with a fraction or an exponent goes through the decimal door as its text."""
 _JSON_SPACE = " \t\n\r"
 "The whitespace JSON allows around a value."
 
@@ -91,14 +92,8 @@ def item_from_row(row, decode_service) -> UsageItem:
     its row id, or None."""
     get = row.get
     quantity = get("quantity")
-    if type(quantity) is not Decimal:
-        if type(quantity) is int:
-            quantity = Decimal(quantity)
-        else:
-            try:
-                quantity = Decimal(str("" if quantity is None else quantity).strip())
-            except InvalidOperation:
-                quantity = Decimal("NaN")
+    if not isinstance(quantity, Decimal):  # text (NDJSON, CSV) or an integer, through the decimal door
+        quantity = read_decimal(quantity if type(quantity) is int or type(quantity) is str else "")
     occurred = get("occurredAt")
     if not isinstance(occurred, datetime):
         try:

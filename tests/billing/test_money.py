@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 from app.billing.money import (
     BillingError,
     RoundingMode,
+    Unreadable,
     allocate,
+    check_decimal,
     currency_exponent,
     format_amount,
     from_micros,
     minor_to_decimal,
-    parse_decimal,
+    read_decimal,
     round_to_minor,
     to_micros,
 )
@@ -45,58 +47,60 @@ def test_currency_exponent_refuses_codes_without_minor_units(code):
 
 
 @pytest.mark.parametrize(
-    ("text", "max_places", "expected"),
+    ("value", "expected"),
     [
-        ("9.70", 2, Decimal("9.70")),
-        ("1", 6, Decimal(1)),
-        ("-1.5", 6, Decimal("-1.5")),
-        ("+2", 0, Decimal(2)),
-        ("1.500000", 6, Decimal("1.5")),
-        ("1.5000000", 6, Decimal("1.5")),
-        ("0.000001", 6, Decimal("0.000001")),
-        ("1200", 0, Decimal(1200)),
-        ("123456789012345678901234567890.5", 1, Decimal("123456789012345678901234567890.5")),
+        ("9.70", Decimal("9.70")),
+        ("1", Decimal(1)),
+        ("-1.5", Decimal("-1.5")),
+        ("1.5000000", Decimal("1.5")),
+        ("0.000001", Decimal("0.000001")),
+        ("1200", Decimal(1200)),
+        ("1234567890123456789012345678.501", Decimal("1234567890123456789012345678.501")),
+        (7, Decimal(7)),
+        (-(10**30), Decimal(-(10**30))),
     ],
     ids=[
         "cents",
         "integer",
         "negative-sign-is-the-callers",
-        "plus-sign",
-        "six-places",
-        "trailing-zeros-beyond-the-limit-lose-nothing",
+        "trailing-zeros-are-kept-for-the-places-check",
         "one-millionth",
         "zero-decimal-currency",
-        "more-digits-than-a-float",
+        "thirty-two-characters",
+        "json-integer",
+        "json-integer-of-thirty-one-digits",
     ],
 )
-def test_parse_decimal_accepts_plain_decimals(text, max_places, expected):
-    assert parse_decimal(text, max_places=max_places) == expected
+def test_read_decimal_reads_plain_decimals_exactly(value, expected):
+    read = read_decimal(value)
+    assert read.is_finite() and read == expected
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["NaN", "nan", "Infinity", "-Infinity", "inf", "1e3", "1E-7", "abc", "", " 1", "1 ", "1_000",
-     "1.", ".5", "1,5", "١", "0x10", "--1", "sNaN"],
+    "value",
+    ["NaN", "nan", "Infinity", "-Infinity", "inf", "1e3", "1E-7", "1E+999999999", "abc", "", " 1", "1 ", "1_000",
+     "1.", ".5", "1,5", "١", "0x10", "--1", "+2", "sNaN", "1" * 33, "0." + "0" * 31, 10**31, -(10**31), 10**5000],
     ids=["nan", "lowercase-nan", "infinity", "minus-infinity", "inf", "exponent",
-         "negative-exponent", "letters", "empty", "leading-space", "trailing-space", "underscore",
-         "trailing-point", "leading-point", "comma", "arabic-digit", "hex", "double-sign",
-         "signalling-nan"],
+         "negative-exponent", "huge-exponent", "letters", "empty", "leading-space", "trailing-space", "underscore",
+         "trailing-point", "leading-point", "comma", "arabic-digit", "hex", "double-sign", "plus-sign",
+         "signalling-nan", "thirty-three-digits", "thirty-three-characters", "integer-of-thirty-two-digits",
+         "negative-integer-of-thirty-two-digits", "integer-of-five-thousand-digits"],
 )
-def test_parse_decimal_refuses_what_is_not_a_plain_decimal(text):
-    with pytest.raises(BillingError) as raised:
-        parse_decimal(text, max_places=6, path=("input", "quantity"))
-    assert (raised.value.code, raised.value.path) == ("INVALID", ("input", "quantity"))
+def test_read_decimal_refuses_what_is_not_a_short_plain_decimal_without_reading_it(value):
+    read = read_decimal(value)
+    assert isinstance(read, Unreadable) and not read.is_finite()
+    assert "plain notation" in read.reason
 
 
 @pytest.mark.parametrize(
-    ("text", "max_places"),
-    [("0.0000001", 6), ("9.705", 2), ("1.5", 0), ("-0.001", 2)],
-    ids=["seventh-place", "third-place-of-cents", "any-place-of-yen", "negative"],
+    ("value", "code"),
+    [(Unreadable("why"), "INVALID"), (Decimal("NaN"), "INVALID"), (Decimal("1000000000000.000001"), "INVALID"),
+     (Decimal("-1000000000001"), "INVALID"), (Decimal("1000000000000"), None), (Decimal("9.705"), "TOO_MANY_DECIMALS")],
+    ids=["unreadable", "nan", "above-ten-to-the-twelve", "below-minus-ten-to-the-twelve", "ten-to-the-twelve", "third-place"],
 )
-def test_parse_decimal_refuses_too_many_decimals_instead_of_rounding(text, max_places):
-    with pytest.raises(BillingError) as raised:
-        parse_decimal(text, max_places=max_places, path=("amount",))
-    assert (raised.value.code, raised.value.path) == ("TOO_MANY_DECIMALS", ("amount",))
+def test_check_decimal_refuses_unread_and_out_of_range_values_as_invalid(value, code):
+    problems = check_decimal(value, ("amount",), max_places=2, minimum=Decimal(-(10**13)))
+    assert [(p.path, p.code) for p in problems] == ([] if code is None else [(("amount",), code)])
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ import pytest
 from app.billing.money import BillingError, RoundingMode
 from app.billing.pricing import Charge, ChargeModel, price_line, usage_of
 from app.billing.waterfall import (
+    FLOW_LIMIT,
+    FlowOverflow,
     Leg,
     MetricUsage,
     ShareBase,
@@ -387,3 +389,30 @@ def test_valid_rules_have_no_problems(rule):
 )
 def test_validate_leg_reports_every_problem_with_its_path(rule, exponent, problems):
     assert problems_of(rule, exponent) == problems
+
+
+MANY_MINUTES = {"minutes": MetricUsage(D(50_000), 1)}
+"With 10^12 a minute, 5 x 10^18 cents: past FLOW_LIMIT (about 4.6 x 10^18), within 64 bits."
+
+
+@pytest.mark.parametrize(
+    ("root_pool", "legs", "named"),
+    [
+        (1000, [leg("a1", "owner", "p", PER_UNIT, amount="1000000000000", metric="minutes")], "a1"),
+        (1000, [leg("a1", "owner", "p", PER_UNIT, amount="500000000000", metric="minutes"),
+                leg("a2", "owner", "p", PER_UNIT, amount="500000000000", metric="minutes")], "a2"),
+        (1000, [leg("a1", "owner", "p", PER_UNIT, amount="600000000000", metric="minutes"),
+                leg("a2", "owner", "q", PER_UNIT, amount="700000000000", metric="minutes")], "a2"),
+        (FLOW_LIMIT + 1, [], None),
+    ],
+    ids=["one-leg", "a flow of two legs", "retained shortfall names the largest leg", "consumers-payments-alone"],
+)
+def test_an_amount_past_the_flow_limit_raises_flow_overflow_naming_its_leg(root_pool, legs, named):
+    with pytest.raises(FlowOverflow) as raised:
+        split(root_pool, legs, MANY_MINUTES)
+    assert (raised.value.code, raised.value.leg) == ("FLOW_OVERFLOW", named)
+
+
+def test_an_amount_at_the_flow_limit_is_split():
+    result = split(FLOW_LIMIT, [leg("a1", "owner", "p", percent="100")], MANY_MINUTES)
+    assert result.flows == {("owner", "p"): FLOW_LIMIT} and result.retained == {"owner": 0, "p": FLOW_LIMIT}
