@@ -58,7 +58,7 @@ async def test_a_bad_line_is_rejected_with_its_path_and_the_rest_is_written(clie
 
 
 async def test_the_index_counts_the_whole_body_across_batches(client, mobility, monkeypatch):
-    from app import usage_ndjson
+    from app.server import usage_ndjson
 
     monkeypatch.setattr(usage_ndjson, "BATCH", 2)
     sid = mobility.service_id
