@@ -36,6 +36,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from app.errors import DomainError
+
 log = logging.getLogger("shareflow.pubsub")
 
 QUEUE_SIZE = 256
@@ -233,6 +235,8 @@ class _Hub:
         for prepare in preparations:
             try:
                 await prepare(event)
+            except DomainError as refusal:  # FLOW_OVERFLOW, say: each subscriber answers it with its code
+                log.info("preparing a message on %s refused: %s", channel, refusal)
             except Exception:  # noqa: BLE001 - the subscribers then meet the failure themselves
                 log.exception("preparing a message on %s failed", channel)
         if previous is not None:

@@ -4,6 +4,7 @@ agreement to end, never INTERNAL: closePeriod refuses and the period stays open,
 or the owner ends that agreement at the blocked period; then the period closes."""
 
 import json
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -84,7 +85,7 @@ async def test_a_late_event_whose_correction_would_overflow_is_rejected_alone(ap
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_a_subscription_whose_totals_overflow_ends_with_flow_overflow_not_internal(api, ws_url, protocol):
+async def test_a_subscription_whose_totals_overflow_ends_with_flow_overflow_not_internal(api, ws_url, protocol, caplog):
     net = await new_network(api, "Live")
     citycar = await net.onboard("CityCar", "PROVIDER")
     parkspace = await net.onboard("ParkSpace")
@@ -97,3 +98,5 @@ async def test_a_subscription_whose_totals_overflow_ends_with_flow_overflow_not_
         refused = await ws.next(op)
         assert error_code(refused) == "FLOW_OVERFLOW"
         assert huge["agreement"]["id"] in json.dumps(refused)
+    # A refusal, not the server's fault: nothing logged at ERROR, no traceback.
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
