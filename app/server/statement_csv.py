@@ -12,6 +12,7 @@ from app.errors import DomainError
 from app.limits import admitted_caller
 from app.runtime import Runtime
 from app.services import settlement
+from graph.errors import top_level
 from graph.ids import split_global_id
 from models import Party, Service
 
@@ -62,7 +63,9 @@ async def statement_csv(request: Request) -> Response:
         return _error(404, "NOT_FOUND", "statement not found")
     try:
         value = await settlement.statement(rt, principal, *key)
-    except DomainError:
+    except DomainError as refusal:  # a draft that cannot be worked out says why (FLOW_OVERFLOW, say)
+        if refusal.code != "NOT_FOUND":
+            return _error(422, refusal.code, top_level(refusal).message)
         value = None
     if value is None:
         return _error(404, "NOT_FOUND", "statement not found")

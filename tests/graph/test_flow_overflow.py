@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from graph.ids import split_global_id, to_global_id
 from tests.graph.conftest import CAR_SHARING_CHARGES, new_network
 from tests.graph.test_close_period import PERIODS
 from tests.graph.test_end_agreement import END_AGREEMENT
@@ -60,8 +61,12 @@ async def test_a_leg_past_two_to_the_62_blocks_the_close_until_its_agreement_is_
     assert [(f["payee"]["name"], f["amount"]["amount"]) for f in flows] == [("CityCar", "24650.00")]
 
 
-async def test_the_live_figures_of_the_blocked_period_answer_flow_overflow_not_internal(api, blocked):
+async def test_the_live_figures_of_the_blocked_period_answer_flow_overflow_not_internal(api, client, blocked):
     net, service_id, agreement_id = blocked
+    draft = to_global_id("Statement", f"{split_global_id(net.owner.id)[1]}:2026-10:EUR")
+    download = await client.get(f"/statements/{draft}.csv", headers={"Authorization": f"Bearer {net.owner.key}"})
+    assert download.status_code == 422 and download.json()["errors"][0]["extensions"]["code"] == "FLOW_OVERFLOW"
+    assert agreement_id in download.json()["errors"][0]["message"]
     for query, variables in [
         (FLOWS, {"p": "2026-10"}),
         (STATEMENT, {"party": net.owner.id, "period": "2026-10"}),
