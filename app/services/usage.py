@@ -25,8 +25,8 @@ from app.billing.pricing import Charge, LineUsage, is_clamped, add_event, price_
 from app.db import write_turn
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
-from app.services import catalog, events, periods, settlement
-from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time, printable
+from app.services import catalog, events, periods, settlement, text
+from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time
 from models import (ClosedPeriod, ConsumerBlock, Network, Party, PricePlan, Service, ServiceRevenue, ServiceUsage,
                     UsageEvent, UsageLine)
 from models.usage import EVENT_BLOCK
@@ -1050,8 +1050,7 @@ def _overflowing(ctx: _Context, changes, lines, usage_totals, revenue_totals, ex
 
 async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str) -> UsageEvent:
     """The event stops counting; its line, the service's usage and revenue follow at once."""
-    if not printable(idempotency_key):
-        raise not_found("usage event", "idempotencyKey")
+    text.check(idempotency_key, text.IDEMPOTENCY_KEY, "idempotencyKey")
     async with rt.sessions() as session, write_turn(session):
         event = await session.scalar(
             select(UsageEvent)
