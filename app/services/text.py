@@ -32,6 +32,8 @@ PERIOD = Kind(32)
 CURRENCY = Kind(32)
 "An ISO 4217 code: above its format's length, which refuses the rest with INVALID_CURRENCY."
 TIME_ZONE = Kind(64)
+API_KEY = Kind(1024)
+"As an Authorization value or a socket's connection_init carries it: a deployment's operator key may be long."
 GLOBAL_ID = Kind(200)
 "A global id or a cursor, refused as each convention says (NOT_FOUND, INVALID_CURSOR)."
 
