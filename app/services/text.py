@@ -23,7 +23,9 @@ class Kind(NamedTuple):
 NAME = Kind(200, name=True)
 "Networks, parties, services: shown to people."
 REFERENCE = Kind(200)
-"External references: a partner's, a consumer's."
+"A partner's external reference."
+CONSUMER_REFERENCE = Kind(200, name=True)
+"A consumer's reference, which is its name too (usage creates the consumer with it)."
 IDEMPOTENCY_KEY = Kind(200)
 METRIC = Kind(64)
 "As a usage item or a quote names it (a plan's own metrics are stricter: app.billing.pricing)."

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from app.billing.money import EXACT, QUANTITY_PLACES
 from app.billing.periods import PeriodError, period_bounds, period_of
 from app.errors import DomainError, Problem
-from app.services.text import IDEMPOTENCY_KEY, METRIC, REFERENCE
+from app.services.text import CONSUMER_REFERENCE, IDEMPOTENCY_KEY, METRIC
 from app.services.text import problem as text_problem
 
 MAX_QUANTITY = Decimal(10) ** 9
@@ -181,7 +181,7 @@ class Preparer:
         problems: list[Problem] = []
         if (message := text_problem(key, IDEMPOTENCY_KEY)) is not None:
             problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", message))
-        if (message := text_problem(ref, REFERENCE)) is not None:
+        if (message := text_problem(ref, CONSUMER_REFERENCE)) is not None:
             problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", message))
         if (message := text_problem(metric, METRIC)) is not None:
             problems.append(Problem(("events", str(index), "metric"), "INVALID", message))

@@ -72,6 +72,12 @@ async def test_malformed_text_in_usage_is_invalid_per_item_and_the_rest_is_recor
     assert await stored_keys(api, mobility.net.owner.key) == ["good"]
 
 
+@pytest.mark.parametrize("text", BIDI.values(), ids=BIDI.keys())
+async def test_a_consumer_reference_is_its_name_and_holds_no_bidirectional_control(client, api, mobility, text):
+    body = await post(client, RECORD, {"events": [event(mobility.service_id, "spoof", consumerRef=text)]}, mobility.citycar.key)
+    assert [r["errors"] for r in body["data"]["recordUsage"]["results"]] == [[{"field": ["events", "0", "consumerRef"], "code": "INVALID"}]]
+
+
 @pytest.mark.parametrize("text", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_text_as_the_key_to_void_is_invalid(client, api, mobility, text):
     body = await post(client, "mutation($k: String!) { voidUsage(idempotencyKey: $k) { event { id } errors { field code } } }",
