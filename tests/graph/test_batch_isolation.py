@@ -91,12 +91,12 @@ class _Together:
 async def one_commit(rt):
     """Batches submitted inside the block wait for one transaction together, the one after the
     transaction of those submitted before `writing()`: the writer is held until the block ends."""
-    async with rt.sessions() as holder:
-        if rt.engine.dialect.name == "sqlite":
-            async with write_turn(holder):
-                yield _Together(rt)
-        else:
-            yield _Together(rt)
+    together = _Together(rt)
+    if not together.sqlite:
+        yield together
+        return
+    async with rt.sessions() as holder, write_turn(holder):
+        yield together
 
 
 async def record(api, key: str, events: list[dict]) -> dict:
