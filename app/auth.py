@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.services import text
 from models import ApiKey, Network, Party
 
 KEY_PREFIX = "sf_"
@@ -144,7 +145,7 @@ def _check(authorization: str | None, operator_key: str | None, cache: KeyCache 
         return None
     scheme, _, key = authorization.strip().partition(" ")
     key = key.strip()
-    if scheme.lower() != "bearer" or not key:
+    if scheme.lower() != "bearer" or text.problem(key, text.API_KEY) is not None:  # a socket's may be any JSON text
         return None
     if operator_key and hmac.compare_digest(key.encode(), operator_key.encode()):
         return OPERATOR_CALLER

@@ -56,6 +56,15 @@ def create_engine(url: str) -> AsyncEngine:
             immediate = connection.get_execution_options().get(WRITE_LOCK, False)
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+        @event.listens_for(engine.sync_engine, "reset")
+        def _sqlite_reset(dbapi_connection, _record, state) -> None:
+            # A COMMIT that SQLite refused (a deferred constraint, a full disk) leaves its
+            # transaction open, and SQLAlchemy, whose commit was called, then skips the rollback
+            # on the connection's return to the pool: the connection would keep the write lock
+            # and every other writer would wait on it.
+            if state.transaction_was_reset and state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+                dbapi_connection.rollback()
+
         if checkpoints is not None:
             # Running while the engine has connections: from its first (again after a dispose).
             event.listen(engine.sync_engine, "connect", lambda _connection, _record: checkpoints.start())

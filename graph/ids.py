@@ -5,6 +5,7 @@ import binascii
 import functools
 
 from app.errors import DomainError
+from app.services import text
 
 
 def to_global_id(type_name: str, key: object) -> str:
@@ -13,7 +14,7 @@ def to_global_id(type_name: str, key: object) -> str:
 
 def split_global_id(value: str) -> tuple[str, str] | None:
     """(type, key) of a well-formed global id, or None."""
-    if not isinstance(value, str) or len(value) > 200:
+    if text.problem(value, text.GLOBAL_ID) is not None:
         return None
     try:
         decoded = base64.b64decode(value.encode(), validate=True).decode()

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import DomainError
 from app.runtime import Runtime
+from app.services import text
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,13 @@ def encode_cursor(row_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        kind, _, value = base64.b64decode(cursor.encode(), validate=True).decode().partition(":")
-        if kind == "cursor" and value.isdigit() and len(value) <= 18:
-            return int(value)
-    except ValueError:
-        pass
+    if text.problem(cursor, text.GLOBAL_ID) is None:
+        try:
+            kind, _, value = base64.b64decode(cursor.encode(), validate=True).decode().partition(":")
+            if kind == "cursor" and value.isdigit() and len(value) <= 18:
+                return int(value)
+        except ValueError:
+            pass
     raise DomainError.of("INVALID_CURSOR", "not a cursor of this connection", "after")
 
 

@@ -80,6 +80,35 @@ async def test_rows_that_are_not_usage_items_are_rejected_with_their_row_numbers
     assert await stored(rt, service_row_id(mobility.service_id)) == (4, 4)
 
 
+async def test_malformed_text_in_a_row_is_invalid_with_its_row_and_field_and_the_rest_recorded(rt, mobility, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    good = {"idempotencyKey": "t1", "serviceId": mobility.service_id, "consumerRef": "c", "metric": "minutes", "quantity": "2", "occurredAt": now}
+    ndjson = tmp_path / "usage.ndjson"
+    ndjson.write_text("".join(json.dumps(row) + "\n" for row in [  # json.dumps writes the surrogate as "\ud800"
+        {**good, "idempotencyKey": "t-\ud800"},
+        {**good, "idempotencyKey": "t2", "consumerRef": "c\x00"},
+        {**good, "idempotencyKey": "t3"},
+    ]))
+    csv_file = tmp_path / "usage.csv"
+    csv_file.write_text("\n".join([
+        ",".join(good),
+        ",".join(str(v) for v in {**good, "idempotencyKey": "t4\x7f"}.values()),
+        ",".join(str(v) for v in {**good, "idempotencyKey": "t5", "metric": "min\x85utes"}.values()),
+        ",".join(str(v) for v in {**good, "idempotencyKey": "t6"}.values()),
+    ]) + "\n")
+    principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
+
+    lines = await import_usage(rt, principal, ndjson, service_row_id, progress=False)
+    assert (lines.accepted, lines.rejected) == (1, 2)
+    assert [(p["row"], p["field"], p["code"]) for p in lines.problems] == [(1, "idempotencyKey", "INVALID"), (2, "consumerRef", "INVALID")]
+    table = await import_usage(rt, principal, csv_file, service_row_id, progress=False)
+    assert (table.accepted, table.rejected) == (1, 2)
+    assert [(p["row"], p["field"], p["code"]) for p in table.problems] == [(1, "idempotencyKey", "INVALID"), (2, "metric", "INVALID")]
+    async with rt.sessions() as session:
+        keys = set(await session.scalars(select(UsageEvent.idempotency_key).where(UsageEvent.service_id == service_row_id(mobility.service_id))))
+    assert keys == {"t3", "t6"}
+
+
 async def test_a_file_that_cannot_be_read_raises_its_error_and_leaves_no_reader_behind(rt, mobility, tmp_path):
     import multiprocessing
 

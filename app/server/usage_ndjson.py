@@ -16,16 +16,20 @@ batches that arrive together share one commit), so a long body is answered as it
 rejected on its own (`INVALID`, path `["events", "<index>"]`)."""
 
 import json
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
+from app import observability
 from app.errors import DomainError, Problem
 from app.limits import LimitExceeded, admitted_caller, limit_body
 from app.observability import USAGE_EVENTS
 from app.runtime import Runtime
 from app.services import usage, usage_input
 from graph.ids import service_row_id, to_global_id
+
+log = logging.getLogger("shareflow.usage_ndjson")
 
 MEDIA_TYPE = "application/x-ndjson"
 BATCH = usage.MAX_BATCH
@@ -44,6 +48,14 @@ def _problems(problems: list[Problem], index: int) -> list[dict]:
             path[1] = str(index)
         out.append({"field": path or None, "code": p.code, "message": p.message})
     return out
+
+
+def _internal() -> usage.ItemResult:
+    """A batch that failed by the server's fault: logged with the request's id, each of its items
+    answered INTERNAL with that id (the response's x-request-id) and nothing of it written."""
+    request_id = observability.request_id.get()
+    log.error("unexpected error, request %s", request_id, exc_info=True)
+    return usage.ItemResult("REJECTED", problems=[Problem(("events", "0"), "INTERNAL", f"Unexpected error (request {request_id}).")])
 
 
 def _line(index: int, status: str, event_id: int | None, errors: list[dict]) -> str:
@@ -106,6 +118,8 @@ async def usage_ndjson(request: Request):
                     recorded = (await usage.record_usage(rt, principal, items)).results
                 except DomainError as error:  # the batch as a whole
                     recorded = [usage.ItemResult("REJECTED", problems=error.problems)] * len(items)
+                except Exception:  # the server's fault, this batch's alone: masked, and the body goes on
+                    recorded = [_internal()] * len(items)
                 for offset, result in zip(positions, recorded):
                     index = start + offset
                     out[offset] = _line(index, result.status, result.event_id, _problems(result.problems, index))

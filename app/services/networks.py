@@ -7,7 +7,7 @@ from app.billing.money import RoundingMode
 from app.billing.periods import PeriodError, zone
 from app.errors import AccessDenied, DomainError
 from app.runtime import Runtime
-from app.services import periods, validate
+from app.services import periods, text, validate
 from models import ApiKey, Network, Party
 
 
@@ -36,6 +36,7 @@ async def create_network(
     values: dict[str, str] = {}
 
     def check_zone() -> None:
+        text.check(tz, text.TIME_ZONE, "input", "timeZone")
         try:
             zone(tz)
         except PeriodError as error:

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.periods import PeriodError, next_period, parse_period, period_of
 from app.errors import DomainError
+from app.services import text
 from models import ClosedPeriod, Network
 
 
@@ -15,6 +16,8 @@ def current_period(network: Network, now: datetime) -> str:
 
 
 def parse_key(key: str, *path: str) -> str:
+    """A period key as a request names it; DomainError with `path` otherwise."""
+    text.check(key, text.PERIOD, *path)
     try:
         parse_period(key)
     except PeriodError as error:

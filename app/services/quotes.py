@@ -11,7 +11,7 @@ from app.billing.pricing import price_line, usage_of
 from app.billing.waterfall import FlowOverflow, MetricUsage, split_service
 from app.errors import DomainError, Problem, not_found
 from app.runtime import Runtime
-from app.services import catalog, periods
+from app.services import catalog, periods, text
 from app.services.access import visible_services
 from app.services.agreements import agreements_in_force, leg_of
 from app.services.flows import too_large
@@ -67,7 +67,9 @@ async def quote(
         quantities: dict[str, list[Decimal]] = {}
         for index, (metric, quantity) in enumerate(usage):
             at = ("usage", str(index))
-            if metric not in charges:
+            if (message := text.problem(metric, text.METRIC)) is not None:
+                problems.append(Problem((*at, "metric"), "INVALID", message))
+            elif metric not in charges:
                 problems.append(Problem((*at, "metric"), "UNKNOWN_METRIC", f"the service does not charge {metric!r}"))
             try:
                 quantities.setdefault(metric, []).append(check_quantity(quantity, *at, "quantity"))

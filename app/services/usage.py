@@ -27,9 +27,9 @@ from app.billing.running_totals import Change
 from app.db import write_turn
 from app.errors import DomainError, FlowTooLarge, Problem, not_found
 from app.runtime import Runtime
-from app.services import catalog, events, periods, settlement
+from app.services import catalog, events, periods, settlement, text
 from app.services.access import may_record, recordable_services, visible_services
-from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time, printable
+from app.services.usage_input import FIELDS, Prepared, Preparer, UsageItem, bind_time
 from models import (ClosedPeriod, ConsumerBlock, Network, Party, PricePlan, Service, ServiceRevenue, ServiceUsage,
                     UsageEvent, UsageLine)
 from models.usage import EVENT_BLOCK
@@ -211,7 +211,7 @@ class _CommitGroup:
     touched to the WAL and syncs it. A batch's events land on one page per consumer of the index
     by consumer, so with a million events in the period a batch of 1,000 wrote some 600 pages;
     several batches share most of those pages and one sync. Each batch keeps its own outcome (a
-    batch that fails whole rolls back to its savepoint alone, see _record), and none is answered
+    batch that fails, whatever the cause, fails alone: _record_group), and none is answered
     before the commit that holds it."""
 
     def __init__(self) -> None:
@@ -248,41 +248,79 @@ def _commit_group(rt: Runtime) -> _CommitGroup:
 
 
 async def _record_group(rt: Runtime, group: list[tuple[Principal, list[UsageItem], asyncio.Future]]) -> None:
-    """Record the batches in one transaction and answer each once it has committed; an error of
-    the transaction itself is every batch's answer."""
-    outcomes: list[Recorded | DomainError] = []
-    changed: list[tuple[int, list]] = []
+    """Record the batches in one transaction and answer each once it has committed.
+
+    A batch's failure is its own, whatever its cause: a refusal (DomainError) or a fault (any
+    other error, which its caller's door masks as INTERNAL and logs) is rolled back to the batch's
+    savepoint and answers that batch alone; the other batches commit. A failure that took the
+    transaction with it (_TransactionLost) leaves the other batches to be written again in a new
+    one, a commit that fails each batch of it again alone (what only the commit finds, such as a
+    deferred constraint, is then its own batch's failure): nothing of them was written. An error
+    before any batch ran (the database unreachable or locked) is the answer of every batch."""
+    outcomes: dict[int, Recorded | Exception] = {}
+    rounds = [list(range(len(group)))]
+    "The positions of the batches to record, one transaction each."
     try:
-        async with rt.sessions() as session, write_turn(session):
-            for principal, items, _ in group:
-                try:
-                    recorded, fresh = await _record(rt, session, principal, items)
-                except DomainError as error:
-                    outcomes.append(error)
-                else:
-                    outcomes.append(recorded)
-                    changed.append((principal.network_id, fresh))
-            await session.commit()
-    except BaseException as error:
-        for _, _, answer in group:
-            if answer.done():
+        while rounds:
+            todo = rounds.pop(0)
+            recorded: dict[int, tuple[Recorded, list]] = {}
+            try:
+                async with rt.sessions() as session, write_turn(session):
+                    for position in todo:
+                        principal, items, _ = group[position]
+                        try:
+                            recorded[position] = await _record(rt, session, principal, items)
+                        except _TransactionLost as lost:
+                            outcomes[position] = lost.error
+                            raise
+                        except Exception as error:
+                            outcomes[position] = error
+                            if not _clean(session):
+                                raise _TransactionLost(error) from None
+                    await session.commit()
+            except _TransactionLost:
+                left = [position for position in todo if position not in outcomes]
+                rounds[:0] = [left] if left else []
                 continue
-            if isinstance(error, asyncio.CancelledError):
+            except Exception as error:
+                if len(recorded) > 1:  # the commit failed: each batch it held, again alone
+                    rounds[:0] = [[position] for position in recorded]
+                else:
+                    for position in todo:
+                        outcomes.setdefault(position, error)
+                continue
+            for position, (result, fresh) in recorded.items():
+                outcomes[position] = result
+                await events.usage_changed(rt, group[position][0].network_id, fresh)
+    except BaseException:
+        for _, _, answer in group:
+            if not answer.done():
                 answer.cancel()
-            else:
-                answer.set_exception(error)
-        if not isinstance(error, Exception):
-            raise
-        return
-    for network_id, fresh in changed:
-        await events.usage_changed(rt, network_id, fresh)
-    for outcome, (_, _, answer) in zip(outcomes, group):
+        raise
+    for position, (_, _, answer) in enumerate(group):
         if answer.done():
             continue
-        if isinstance(outcome, DomainError):
+        outcome = outcomes[position]
+        if isinstance(outcome, Exception):
             answer.set_exception(outcome)
         else:
             answer.set_result(outcome)
+
+
+class _TransactionLost(Exception):
+    """A batch's failure (`error`) took its transaction with it: its savepoint could not be rolled
+    back (SQLite ends the whole transaction on some errors), or ORM changes of the batch are left
+    that the commit would write."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"the batch failed ({error!r}) and its transaction with it")
+        self.error = error
+
+
+def _clean(session: AsyncSession) -> bool:
+    """Whether the session may still commit the other batches after one was rolled back to its savepoint."""
+    transaction = session.get_transaction()
+    return transaction is not None and transaction.is_active and not (session.new or session.dirty or session.deleted)
 
 
 class _Overflow(DomainError):
@@ -324,7 +362,12 @@ async def _record(rt: Runtime, session: AsyncSession, principal: Principal, item
         try:
             outcome = await _record_once(rt, session, principal, items, overflowing, opening)
         except BaseException as error:
-            await _fetch_all(connection, [(statements.rollback_batch, ()), (statements.release_batch, ())])
+            try:
+                await _fetch_all(connection, [(statements.rollback_batch, ()), (statements.release_batch, ())])
+            except Exception as lost:
+                if isinstance(error, Exception):
+                    raise _TransactionLost(error) from lost
+                raise error from lost
             if not isinstance(error, _Overflow):
                 raise
             for index in error.positions:
@@ -997,8 +1040,7 @@ async def void_usage(rt: Runtime, principal: Principal, idempotency_key: str, se
 
     A key is unique within its service: the event is searched on `service_id`, or without it on
     every service the principal records on, where the key must name one event only."""
-    if not printable(idempotency_key):
-        raise not_found("usage event", "idempotencyKey")
+    text.check(idempotency_key, text.IDEMPOTENCY_KEY, "idempotencyKey")
     on_service = () if service_id is None else (UsageEvent.service_id == service_id,)
     async with rt.sessions() as session, write_turn(session):
         found = list(await session.scalars(

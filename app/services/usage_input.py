@@ -3,7 +3,6 @@ services: shared by recordUsage, /usage.ndjson, the bulk import and quote. Light
 import's reader process forks before the database layer is imported (app/importer.py)."""
 
 import json
-import re
 from collections.abc import Callable
 from functools import partial
 from datetime import UTC, datetime, timedelta
@@ -13,9 +12,9 @@ from typing import NamedTuple
 from app.billing.money import EXACT, QUANTITY_PLACES, read_decimal, refusal
 from app.billing.periods import PeriodError, period_bounds, period_of
 from app.errors import DomainError, Problem
+from app.services.text import CONSUMER_REFERENCE, IDEMPOTENCY_KEY, METRIC
+from app.services.text import problem as text_problem
 
-KEY_MAX = 200
-_CONTROL = re.compile("[\x00-\x1f]")
 MAX_QUANTITY = Decimal(10) ** 9
 
 
@@ -175,10 +174,12 @@ class Preparer:
         """`index`: the item's position in its batch, which its problems' paths name."""
         key, service_id, ref, metric, quantity, occurred = item
         problems: list[Problem] = []
-        if not printable(key):
-            problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
-        if not printable(ref):
-            problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", f"must be 1 to {KEY_MAX} printable characters"))
+        if (message := text_problem(key, IDEMPOTENCY_KEY)) is not None:
+            problems.append(Problem(("events", str(index), "idempotencyKey"), "INVALID", message))
+        if (message := text_problem(ref, CONSUMER_REFERENCE)) is not None:
+            problems.append(Problem(("events", str(index), "consumerRef"), "INVALID", message))
+        if (message := text_problem(metric, METRIC)) is not None:
+            problems.append(Problem(("events", str(index), "metric"), "INVALID", message))
         micros = 0
         try:
             micros = quantity_micros(quantity)
@@ -197,15 +198,6 @@ class Preparer:
 
 as_prepared = partial(tuple.__new__, Prepared)
 "A Prepared from the tuple of its fields (as the import's reader sends them), without NamedTuple's own constructor."
-
-
-def printable(value: str) -> bool:
-    """A key or reference: 1 to KEY_MAX characters, not blank, no control characters."""
-    return (
-        0 < len(value) <= KEY_MAX
-        and not value.isspace()
-        and (value.isprintable() or not _CONTROL.search(value))  # isprintable: no control characters, fast
-    )
 
 
 def bind_time(dialect_name: str) -> Callable[[datetime], object]:

@@ -2,34 +2,23 @@
 
 from app.billing.money import BillingError, currency_exponent
 from app.errors import DomainError, Problem
-
-NAME_MAX = 200
-REF_MAX = 200
+from app.services import text
 
 
 def name(value: str, *path: str) -> str:
-    """A display name: trimmed, 1 to 200 characters, no control characters."""
-    cleaned = (value or "").strip()
-    if not cleaned:
-        raise DomainError.of("INVALID", "must not be empty", *path)
-    if len(cleaned) > NAME_MAX:
-        raise DomainError.of("INVALID", f"must be at most {NAME_MAX} characters", *path)
-    if any(ord(c) < 32 for c in cleaned):
-        raise DomainError.of("INVALID", "must not contain control characters", *path)
-    return cleaned
+    """A display name: a text of its kind (text.NAME) as sent, then trimmed of the whitespace
+    around it, the one change made to it."""
+    return text.check(value, text.NAME, *path).strip()
 
 
 def reference(value: str | None, *path: str) -> str | None:
-    """An external reference: optional, 1 to 200 printable characters."""
-    if value is None:
-        return None
-    if not value.strip() or len(value) > REF_MAX or any(ord(c) < 32 for c in value):
-        raise DomainError.of("INVALID", f"must be 1 to {REF_MAX} printable characters", *path)
-    return value
+    """An external reference: optional, a text of its kind (text.REFERENCE), kept as sent."""
+    return None if value is None else text.check(value, text.REFERENCE, *path)
 
 
 def currency(code: str, *path: str) -> str:
     """An ISO 4217 code with minor units."""
+    text.check(code, text.CURRENCY, *path)
     try:
         currency_exponent(code)
     except BillingError as error:

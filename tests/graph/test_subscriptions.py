@@ -318,7 +318,7 @@ async def test_the_operator_key_connects_but_watches_nothing(api, ws_url):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("authorization", [None, "Bearer sf_000000000000_unknown", "Basic abc"])
+@pytest.mark.parametrize("authorization", [None, "Bearer sf_000000000000_unknown", "Basic abc", "Bearer sf_000000000000_\ud800", "Bearer \udc00"])
 async def test_a_connection_without_a_working_key_is_refused(ws_url, protocol, authorization):
     with pytest.raises(Closed) as refused:
         async with GraphQLSocket.open(ws_url, protocol, authorization):

@@ -123,11 +123,11 @@ async def test_a_key_the_look_up_missed_is_still_stored_once(rt, monkeypatch):
         assert await counted_events(rt, service.id) == 2
 
 
-async def test_a_batch_refused_whole_takes_its_transaction_down_and_the_next_batch_records(rt, monkeypatch):
+async def test_a_batch_that_fails_whole_fails_alone_and_the_batch_beside_it_commits(rt, monkeypatch):
     """SQLite records waiting batches in one transaction, each in its own savepoint: an error that
-    is not the batch's own outcome (here the unique key refusing a key the look-up missed) is the
-    answer of every batch of the transaction, nothing of any is written, and the connection is
-    clean for the batches after it."""
+    is not a refusal (here the unique key refusing a key the look-up missed) is the answer of its
+    own batch alone, nothing of that batch is written, and the other batch of the transaction
+    commits; the connection is clean for the batches after them."""
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
     first = usage.UsageItem("taken", service.id, "alice", "minutes", D(5), now)
@@ -135,21 +135,22 @@ async def test_a_batch_refused_whole_takes_its_transaction_down_and_the_next_bat
     statements = usage._STATEMENTS[rt.engine.dialect.name]
     with monkeypatch.context() as patched:
         patched.setattr(statements, "keys_taken", statements.keys_taken + " AND 1 = 0")  # the look-up finds no key
-        answers = await asyncio.gather(
+        beside, failing = await asyncio.gather(
             usage.record_usage(rt, owner, [usage.UsageItem(f"b-{i}", service.id, "dave", "minutes", D(1), now) for i in range(3)]),
             usage.record_usage(rt, provider, [usage.UsageItem("new", service.id, "carol", "minutes", D(2), now), first]),
             return_exceptions=True,
         )
+    assert [r.status for r in beside.results] == ["ACCEPTED"] * 3
     if rt.engine.dialect.name == "sqlite":
-        assert [type(answer) for answer in answers] == [sqlite3.IntegrityError] * 2
-        assert await stored_keys(rt, service.id) == {"taken"}
-        assert await counted_events(rt, service.id) == 1
+        assert type(failing) is sqlite3.IntegrityError
+        assert await stored_keys(rt, service.id) == {"taken", "b-0", "b-1", "b-2"}
+        assert await counted_events(rt, service.id) == 4
     else:  # no shared transaction: the unique key skips the row
-        assert [[r.status for r in answer.results] for answer in answers] == [["ACCEPTED"] * 3, ["ACCEPTED", "DUPLICATE"]]
+        assert [r.status for r in failing.results] == ["ACCEPTED", "DUPLICATE"]
         assert await counted_events(rt, service.id) == 5
     after = await usage.record_usage(rt, provider, [usage.UsageItem("after", service.id, "erin", "minutes", D(4), now), first])
     assert [r.status for r in after.results] == ["ACCEPTED", "DUPLICATE"]
-    assert await counted_events(rt, service.id) == (2 if rt.engine.dialect.name == "sqlite" else 6)
+    assert await counted_events(rt, service.id) == (5 if rt.engine.dialect.name == "sqlite" else 6)
 
 
 async def test_a_batch_numbers_its_events_after_the_highest_in_the_order_of_its_items(rt):
