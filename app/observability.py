@@ -25,6 +25,26 @@ PERIOD_CLOSES = Counter("shareflow_period_closes_total", "Settlement periods clo
 
 log = logging.getLogger("shareflow.http")
 
+
+class OperationLabels:
+    """The operation names /metrics keeps a series for: only authenticated callers' names, and only
+    the first `limit` of them (later ones count as `other`, requests without a key as `anonymous`),
+    so that no traffic can grow the metric set without bound. One per Runtime."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self.limit = limit
+        self._names: set[str] = set()
+
+    def label(self, name: str, authenticated: bool) -> str:
+        if not authenticated:
+            return "anonymous"
+        if name in self._names:
+            return name
+        if len(self._names) < self.limit:
+            self._names.add(name)
+            return name
+        return "other"
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 

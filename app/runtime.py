@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth import KeyCache
 from app.db import create_engine, session_factory
+from app.observability import OperationLabels
 from app.pubsub import InProcessPubSub, PubSub, create_pubsub
 from app.settings import Settings
 from models.types import utcnow
@@ -23,6 +24,8 @@ class Runtime:
     "The time; tests put a fixed one in to close periods whose month has ended."
     pubsub: PubSub = field(default_factory=InProcessPubSub)
     "What changed, from the use-cases to the live subscriptions: in-process, or Redis when configured."
+    operation_labels: OperationLabels = field(default_factory=OperationLabels, init=False)
+    "The operation names the metrics keep apart."
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Runtime":

@@ -135,7 +135,9 @@ class OperationMetrics(SchemaExtension):
         kind = context.operation_type.value if context.operation_type else "unknown"
         name = operation_name_of(context.graphql_document, context.operation_name)
         authenticated = getattr(context.context, "principal", None) is not None
-        OPERATIONS.labels(operation=operation_label(name, authenticated), type=kind).observe(time.perf_counter() - started)
+        rt = getattr(context.context, "rt", None)
+        label = rt.operation_labels.label(name, authenticated) if rt is not None else "unknown"
+        OPERATIONS.labels(operation=label, type=kind).observe(time.perf_counter() - started)
 
 
 def operation_name_of(document, operation_name: str | None) -> str:
@@ -151,21 +153,3 @@ def operation_name_of(document, operation_name: str | None) -> str:
         if name:
             return name[:64]
     return "unknown"
-
-
-MAX_OPERATION_LABELS = 200
-"Distinct operation names /metrics keeps a series for; later names are counted as `other`."
-_OPERATION_LABELS: set[str] = set()
-
-
-def operation_label(name: str, authenticated: bool) -> str:
-    """The metrics' label for an operation: only authenticated callers' names, and only the first
-    MAX_OPERATION_LABELS of them, so that no traffic can grow the metric set without bound."""
-    if not authenticated:
-        return "anonymous"
-    if name in _OPERATION_LABELS:
-        return name
-    if len(_OPERATION_LABELS) < MAX_OPERATION_LABELS:
-        _OPERATION_LABELS.add(name)
-        return name
-    return "other"

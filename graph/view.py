@@ -27,7 +27,7 @@ from graph import fanout, sockets, subscriptions
 from graph.context import Context
 from graph.execution import CompiledListVariables, PlainLeaves
 from graph.extensions import (
-    PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, operation_label, operation_name_of,
+    PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, operation_name_of,
 )
 from graph.schema import schema
 
@@ -296,7 +296,7 @@ class GraphQLApp(GraphQL):
             response = self.create_response(response_data={"data": result.data}, sub_response=sub_response)
             await response(scope, replay, send)
         # What OperationMetrics records on strawberry's path (the caller is authenticated by now).
-        OPERATIONS.labels(operation=operation_label(name, True), type="query").observe(time.perf_counter() - started)
+        OPERATIONS.labels(operation=self.rt.operation_labels.label(name, True), type="query").observe(time.perf_counter() - started)
         return None
 
     def decode_json(self, data: str | bytes) -> object:

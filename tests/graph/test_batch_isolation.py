@@ -141,7 +141,7 @@ async def test_a_batch_that_fails_in_the_database_fails_alone_and_other_networks
 
 async def test_an_ndjson_batch_that_fails_in_the_database_answers_its_items_internal_and_the_stream_goes_on(
         rt, api, poisoned, monkeypatch):
-    from app import usage_ndjson
+    from app.server import usage_ndjson
 
     monkeypatch.setattr(usage_ndjson, "BATCH", 2)
     net = await mobility_network(api)

@@ -271,7 +271,7 @@ async def test_a_consumers_events_come_by_consumer_in_the_order_of_their_ids_acr
     principal = (await identify(rt.sessions, f"Bearer {mobility.citycar.key}", rt.settings.operator_key, rt.keys)).principal
     assert (await record_usage(rt, principal, items, max_batch=None)).count("ACCEPTED") == len(items)
     async with rt.sessions() as session:
-        dora = await session.scalar(select(Party.id).where(Party.external_ref == "dora"))
+        dora = await session.scalar(select(Party.id).where(Party.network_id == principal.network_id, Party.external_ref == "dora"))
         stored = list(await session.execute(select(UsageEvent.id, UsageEvent.idempotency_key).where(UsageEvent.consumer_id == dora).order_by(UsageEvent.id)))
     assert len({event_id // EVENT_BLOCK for event_id, _ in stored}) >= 3  # 36,009 ids apart
 
