@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from app.server.app import create_app
+from app.settings import Settings
 from graph.ids import split_global_id
 from tests.conftest import Api
 from tests.graph.conftest import mobility_network
@@ -124,3 +125,14 @@ async def test_the_overrides_on_and_off_answer_the_same(engine_client, engine_ru
     assert len(answers[True]) == len(answers[False]) == 4 * 2 + 5 + len(QUERIES)  # messages, mutations, queries
     for on, off in zip(answers[True], answers[False], strict=True):
         assert on == off
+
+
+@pytest.mark.parametrize(("value", "overrides"), [("on", True), ("off", False), ("true", True), ("false", False), ("OFF", False)])
+def test_the_switch_reads_on_and_off_as_well_as_true_and_false(monkeypatch, value, overrides):
+    monkeypatch.setenv("SHAREFLOW_ENGINE_OVERRIDES", value)
+    assert Settings().engine_overrides is overrides
+
+
+def test_the_overrides_are_on_unless_switched_off(monkeypatch):
+    monkeypatch.delenv("SHAREFLOW_ENGINE_OVERRIDES", raising=False)
+    assert Settings().engine_overrides is True
