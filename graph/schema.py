@@ -14,8 +14,8 @@ from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxToke
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
-from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, log_errors
 from app.settings import get_settings
+from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, log_errors
 from graph import engine
 from graph.engine import coerced_events
 from graph.mutations.add_agreement import AgreementPayload, add_agreement

@@ -1,8 +1,9 @@
 """recordUsage resolved from graphql-core's coerced events, without strawberry's conversion.
 
 What it saves: strawberry's own argument conversion walks each event through its generic dispatch
-into a UsageInput, about 6 µs per event (a seventh of the server's time per event), for a field
-whose resolver has no permission classes, extensions or handlers for it to apply. Here the events
+into a UsageInput (resolving each field's annotation again), for a field whose resolver has no
+permission classes, extensions or handlers for it to apply: in an interleaved in-process A/B a
+batch of 1,000 events took 120 ms with it, 53 ms without (December 2026, SQLite). Here the events
 as graphql-core coerced them (keyed by the GraphQL field names, quantity and occurredAt already a
 Decimal and a datetime) go to the use-case's items through the conversion the NDJSON endpoint and
 the importer use too, as the field's own resolver does after strawberry's conversion.
