@@ -9,6 +9,7 @@ from strawberry.types.graphql import OperationType
 
 from app.errors import AccessDenied, DomainError
 from app.observability import OPERATIONS
+from app.services.usage import MAX_BATCH
 from graph.errors import coded, top_level
 
 log = logging.getLogger("shareflow.graphql")
@@ -50,6 +51,47 @@ class AuthenticationGate(SchemaExtension):
             self.execution_context.result = ExecutionResult(
                 data=None, errors=[coded("UNAUTHENTICATED", "a valid API key is required")]
             )
+        yield
+
+
+MAX_LIST_ITEMS = MAX_BATCH
+"The longest list a variable may carry (recordUsage's events, quote's usage items)."
+
+
+def oversized_list(document, operation_name: str | None, variables) -> GraphQLError | None:
+    """BATCH_TOO_LARGE for a list variable of more than MAX_LIST_ITEMS items, judged on the
+    variables as sent: coercing and converting them is work that grows with every item, so the
+    cap must come first (a quote of 100,000 items held the event loop for two seconds before the
+    use-case's own cap saw it). The field is the argument the variable is given to."""
+    if type(variables) is not dict:
+        return None
+    for name, value in variables.items():
+        if type(value) is list and len(value) > MAX_LIST_ITEMS:
+            return GraphQLError(
+                f"at most {MAX_LIST_ITEMS} items in a list", extensions={"code": "BATCH_TOO_LARGE", "field": [_argument_of(document, operation_name, name)]}
+            )
+    return None
+
+
+def _argument_of(document, operation_name: str | None, variable: str) -> str:
+    """The name of the root field's argument that takes `$variable` (else the variable's name)."""
+    operation = get_operation_ast(document, operation_name) if document is not None else None
+    for selection in operation.selection_set.selections if operation is not None else ():
+        for argument in getattr(selection, "arguments", None) or ():
+            if getattr(getattr(argument.value, "name", None), "value", None) == variable:
+                return argument.name.value
+    return variable
+
+
+class ListCap(SchemaExtension):
+    """Refuses an operation whose variables carry an oversized list before anything runs."""
+
+    def on_execute(self):
+        context = self.execution_context
+        if context.result is None:
+            refusal = oversized_list(context.graphql_document, context.operation_name, context.variables)
+            if refusal is not None:
+                context.result = ExecutionResult(data=None, errors=[refusal])
         yield
 
 

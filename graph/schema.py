@@ -15,7 +15,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.settings import get_settings
-from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, log_errors
+from graph.extensions import AuthenticationGate, ErrorShaping, ListCap, OperationMetrics, SubscriptionsOverWebSocket, log_errors
 from graph import engine
 from graph.engine import coerced_events
 from graph.mutations.add_agreement import AgreementPayload, add_agreement
@@ -100,6 +100,7 @@ class GatewaySchema(strawberry.Schema):
 EXTENSIONS = (
     AuthenticationGate,
     SubscriptionsOverWebSocket,
+    ListCap,
     ErrorShaping,
     OperationMetrics,
     lambda: AddValidationRules(_LIMITS),

@@ -163,6 +163,8 @@ class GraphQLApp(GraphQL):
             value = super().parse_json(data)
         except RecursionError:
             raise HTTPException(400, "the request body nests too deeply") from None
+        except UnicodeDecodeError:
+            raise HTTPException(400, "the request body is not UTF-8") from None
         if not isinstance(value, (dict, list)):
             raise HTTPException(400, "the request body must be a JSON object")
         return value

@@ -6,6 +6,7 @@ import contextlib
 import gc
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,7 +21,7 @@ from app.server import dashboard
 from app.server.statement_csv import statement_csv
 from app.server.usage_ndjson import usage_ndjson
 from app.settings import Settings, get_settings
-from graph.view import GraphQLApp
+from graph.view import GraphQLApp, client_error
 
 
 def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> Starlette:
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None, rt: Runtime | None = None) -> S
             Middleware(Admission, rt=rt, limiter=limiter),
         ],
         lifespan=lifespan,
+        # The router's own refusals (an unknown path, a method a route does not take) as JSON too.
+        exception_handlers={HTTPException: lambda _request, refusal: client_error(refusal.status_code, refusal.detail)},
     )
     app.state.rt = rt
     app.state.graphql = graphql

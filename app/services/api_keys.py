@@ -6,6 +6,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal, new_key
+from app.db import write_turn
 from app.errors import DomainError, not_found
 from app.runtime import Runtime
 from app.services import events
@@ -25,9 +26,18 @@ def may_manage_keys(principal: Principal, party: Party) -> bool:
     return sees_keys_of(principal, party) and party.kind != "CONSUMER"
 
 
-def minted(principal: Principal, party: Party) -> IssuedKey:
+async def minted(session: AsyncSession, principal: Principal, party: Party) -> IssuedKey:
     """A new key for the party (to be added to the session), recording the key that issued it: the
-    revocation of that one revokes this one too."""
+    revocation of that one revokes this one too. The issuing key must still work in this very
+    transaction (its row locked until the end): a request that passed authentication just before
+    its key was revoked, or through another process's key cache, would otherwise leave a working
+    successor that no revocation reaches."""
+    if principal.key_id is not None:
+        revoked = (await session.execute(
+            select(ApiKey.revoked_at).where(ApiKey.id == principal.key_id).with_for_update()
+        )).first()
+        if revoked is None or revoked[0] is not None:
+            raise DomainError.of("UNAUTHENTICATED", "the key that would issue this one was revoked")
     secret, prefix, key_hash = new_key()
     key = ApiKey(
         network_id=party.network_id, party_id=party.id, prefix=prefix, key_hash=key_hash, issued_by_key_id=principal.key_id
@@ -36,12 +46,13 @@ def minted(principal: Principal, party: Party) -> IssuedKey:
 
 
 async def issue_api_key(rt: Runtime, principal: Principal, party_id: int) -> IssuedKey:
-    async with rt.sessions.begin() as session:
+    async with rt.sessions() as session, write_turn(session):
         party = await session.get(Party, party_id)
         if party is None or not may_manage_keys(principal, party):
             raise not_found("party", "partyId")
-        issued = minted(principal, party)
+        issued = await minted(session, principal, party)
         session.add(issued.key)
+        await session.commit()
     return issued
 
 

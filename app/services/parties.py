@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from app.auth import Principal
+from app.db import write_turn
 from app.errors import AccessDenied
 from app.runtime import Runtime
 from app.services import validate
@@ -38,7 +39,7 @@ async def onboard_partner(
         lambda: values.__setitem__("ref", validate.reference(external_ref, "input", "externalRef")),
         lambda: validate.one_of(kind, ("PROVIDER", "PARTNER"), "input", "kind"),
     )
-    async with rt.sessions.begin() as session:
+    async with rt.sessions() as session, write_turn(session):
         network = await session.get(Network, principal.network_id)
         party = Party(network_id=network.id, kind=kind, name=values["name"], external_ref=values["ref"])
         session.add(party)
@@ -48,6 +49,7 @@ async def onboard_partner(
         )
         issued = None
         if issue_api_key:
-            issued = minted(principal, party)
+            issued = await minted(session, principal, party)
             session.add(issued.key)
+        await session.commit()
     return Onboarded(party, created, None if issued is None else issued.secret)

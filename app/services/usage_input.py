@@ -72,7 +72,7 @@ def row_from_json(line: str) -> dict | None:
     text = line.strip(_JSON_SPACE)
     try:
         row, end = _raw_decode(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a line nested too deeply is no usage item either
         return None
     return row if end == len(text) and type(row) is dict else None
 

@@ -32,12 +32,13 @@ from app.observability import OPERATIONS
 from graph.engine.list_variables import CompiledListVariables
 from graph.engine.plain_leaves import PlainLeaves
 from graph.extensions import (
-    PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, operation_name_of,
+    PREPARED, AuthenticationGate, ErrorShaping, ListCap, OperationMetrics, SubscriptionsOverWebSocket, operation_name_of,
+    oversized_list,
     shape_error,
 )
 
 FAST_PATH_EXTENSIONS = {
-    AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, AddValidationRules, MaxTokensLimiter,
+    AuthenticationGate, ErrorShaping, ListCap, OperationMetrics, SubscriptionsOverWebSocket, AddValidationRules, MaxTokensLimiter,
     ParserCache, ValidationCache,
 }
 """The extensions the fast path accounts for: document-level ones (they only parse and validate,
@@ -167,6 +168,8 @@ async def answer(view, scope, receive, send):
     if prepared is None:
         return replay
     document, name, subfields = prepared
+    if oversized_list(document, operation_name, variables) is not None:
+        return replay  # ListCap refuses it on strawberry's path
     started = time.perf_counter()
     sub_response = await view.get_sub_response(request)
     context = await view.get_context(request, sub_response)

@@ -78,12 +78,6 @@ def _row(event: UsageInput) -> dict:
 async def record_items(info: Info | GraphQLResolveInfo, events: list[usage_input.UsageItem]) -> RecordUsagePayload:
     """The batch recorded; only `info.context` is read."""
     principal = info.context.party_principal()
-    if len(events) > usage.MAX_BATCH:
-        USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
-        return RecordUsagePayload(
-            rejected=len(events),
-            errors=[UserError(field=["events"], code="BATCH_TOO_LARGE", message=f"at most {usage.MAX_BATCH} events per batch")],
-        )
     try:
         recorded = await usage.record_usage(info.context.rt, principal, events)
     except DomainError as error:

@@ -101,3 +101,35 @@ async def test_another_networks_owner_cannot_touch_this_networks_keys(api, netwo
 async def test_a_malformed_key_id_is_not_found(api, network):
     payload = (await api.data(REVOKE, {"id": "not-base64!"}, network.owner.key))["revokeApiKey"]
     assert payload["errors"] == [{"field": ["id"], "code": "NOT_FOUND"}]
+
+
+async def test_a_key_revoked_while_another_process_still_trusts_it_issues_no_successor(rt, api, network):
+    """A second gateway that verified the partner's key a moment ago (its key cache trusts it for a
+    minute) is asked to issue a key with it after the revocation went through this one: the
+    issuing transaction finds its key revoked, and neither a key nor a sub-partner's key appears."""
+    from dataclasses import replace
+
+    import httpx
+
+    from app.auth import KeyCache
+    from app.server.app import create_app
+    from tests.conftest import Api
+
+    partner = await network.onboard("Partner")
+    trusting = create_app(rt=replace(rt, settings=rt.settings.model_copy(update={"auth_cache_seconds": 60}), keys=KeyCache(60)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=trusting), base_url="http://other.test") as client:
+        other = Api(client)
+        assert (await other.data(ME, key=partner.key))["me"]["party"]["name"] == "Partner"  # now in its cache
+        [key] = (await api.data(KEYS, {"id": partner.id}, network.owner.key))["party"]["apiKeys"]
+        assert (await api.data(REVOKE, {"id": key["id"]}, network.owner.key))["revokeApiKey"]["errors"] == []
+
+        payload = (await other.data(ISSUE, {"party": partner.id}, partner.key))["issueApiKey"]
+        assert payload["apiKey"] is None and payload["errors"] == [{"field": None, "code": "UNAUTHENTICATED"}]
+        onboarded = await other.post(
+            "mutation { onboardPartner(input: {name: \"Sub\", kind: PARTNER, issueApiKey: true}) { apiKey errors { code } } }",
+            key=partner.key,
+        )
+        assert onboarded["data"]["onboardPartner"]["apiKey"] is None
+        assert [e["code"] for e in onboarded["data"]["onboardPartner"]["errors"]] == ["UNAUTHENTICATED"]
+    keys = (await api.data(KEYS, {"id": partner.id}, network.owner.key))["party"]["apiKeys"]
+    assert [k["revokedAt"] is None for k in keys] == [False]

@@ -3,6 +3,7 @@ a valid key, its client address's), every failure is JSON with a code, the metri
 under any traffic, and a client's mistake is one INFO line, never a traceback."""
 
 import asyncio
+import json
 import logging
 import re
 import uuid
@@ -80,14 +81,34 @@ async def test_health_probes_are_never_limited(rt):
 # --- every failure answers JSON ------------------------------------------------------------------
 
 
-async def test_bodies_that_are_no_graphql_request_answer_400_invalid_as_json(client, network):
-    for body in (b'"hello"', b"null", b"[" * 100_000 + b"]" * 100_000, b"[]", b'{"query": 5}'):
+async def test_bodies_that_are_no_graphql_request_answer_400_invalid_as_json(client, network, caplog):
+    for body in (b'"hello"', b"null", b"[" * 100_000 + b"]" * 100_000, b"[]", b'{"query": 5}', b'{"query": "\xff"}'):
         answer = await client.post(
             "/graphql", content=body, headers={"content-type": "application/json", **bearer(network.owner.key)}
         )
         assert answer.status_code == 400, body[:20]
         assert answer.headers["content-type"].startswith("application/json")
         assert answer.json()["errors"][0]["extensions"]["code"] == "INVALID"
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_unknown_paths_and_methods_answer_json(client):
+    missing = await client.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    refused = await client.put("/graphql", json={"query": "{ __typename }"})
+    assert refused.status_code == 405 and refused.json()["errors"][0]["extensions"]["code"] == "INVALID"
+
+
+async def test_an_ndjson_line_nested_too_deeply_is_refused_alone_and_the_stream_ends(client, mobility):
+    now = datetime.now(UTC).isoformat()
+    good = json.dumps({"idempotencyKey": "nest-1", "serviceId": mobility.service_id, "consumerRef": "ann",
+                       "metric": "minutes", "quantity": "3", "occurredAt": now})
+    body = ("[" * 100_000 + "]" * 100_000 + "\n" + good + "\n").encode()
+    answer = await client.post("/usage.ndjson", content=body, headers=bearer(mobility.citycar.key))
+    lines = [json.loads(line) for line in answer.text.splitlines()]
+    assert [line.get("status") for line in lines[:2]] == ["REJECTED", "ACCEPTED"]
+    assert lines[0]["errors"][0]["code"] == "INVALID"
+    assert lines[-1] == {"accepted": 1, "duplicates": 0, "rejected": 1}
 
 
 async def test_a_subscription_over_http_is_the_clients_mistake(client, network):
@@ -150,11 +171,18 @@ async def test_a_refusal_is_one_info_line_naming_the_key_not_an_error(api, netwo
 # --- heavy requests: capped, and never holding the event loop -------------------------------------
 
 
-async def test_a_quote_of_more_than_5000_items_is_refused(api, mobility):
-    usage = [{"metric": "minutes", "quantity": "1"}] * 5001
-    body = await api.post(QUOTE, {"id": mobility.service_id, "usage": usage}, mobility.net.owner.key)
-    assert body["errors"][0]["extensions"]["code"] == "BATCH_TOO_LARGE"
-    assert body["errors"][0]["extensions"]["field"] == ["usage"]
+async def test_a_quote_of_more_than_5000_items_is_refused_before_its_items_are_read(api, mobility, monkeypatch):
+    from app.services import quotes
+
+    async def never(*_args, **_kwargs):
+        raise AssertionError("the use-case was reached")
+
+    monkeypatch.setattr(quotes, "quote", never)
+    for size in (5001, 100_000):
+        usage = [{"metric": "minutes", "quantity": "1"}] * size
+        for _ in range(2):  # the second time the query's text is known (the fast path's way)
+            body = await api.post(QUOTE, {"id": mobility.service_id, "usage": usage}, mobility.net.owner.key)
+            assert [(e["extensions"]["code"], e["extensions"]["field"]) for e in body["errors"]] == [("BATCH_TOO_LARGE", ["usage"])]
 
 
 class _SlowSteps(logging.Handler):

@@ -203,9 +203,9 @@ async def test_trailing_zeros_and_non_ascii_references_are_accepted(api, mobilit
 
 async def test_a_batch_above_5000_events_is_refused_whole(api, mobility):
     sid = mobility.service_id
-    payload = await record(api, mobility.citycar.key, [event(sid, f"k{i}") for i in range(5001)])
-    assert payload["errors"] == [{"field": ["events"], "code": "BATCH_TOO_LARGE"}]
-    assert payload["accepted"] == 0 and payload["results"] == []
+    body = await api.post(RECORD, {"events": [event(sid, f"k{i}") for i in range(5001)]}, mobility.citycar.key)
+    assert body["data"] is None
+    assert [(e["extensions"]["code"], e["extensions"]["field"]) for e in body["errors"]] == [("BATCH_TOO_LARGE", ["events"])]
     assert (await api.data(EVENTS, key=mobility.net.owner.key))["usageEvents"]["edges"] == []
 
 

@@ -4,7 +4,7 @@ characters, at most 10^12 in magnitude) would refuse today. Only an attack befor
 stored any; each is logged as a warning, nothing is changed (the owner ends or replaces them).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-08 01:40:00
 """
 

@@ -1,7 +1,7 @@
 """api keys record the key that issued them (revoking a key revokes the keys it issued)
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-08 01:30:00
 """
 
