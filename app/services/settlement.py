@@ -22,12 +22,13 @@ from app.billing.periods import next_period, period_bounds
 from app.billing.settlement import (
     Direction, Entry, StatementLine, Totals, corrections, fits_books, split_entries, statement_lines, totals,
 )
-from app.db import begin_write, lock_network_books
+from app.db import lock_network_books
 from app.errors import AccessDenied, DomainError, FlowTooLarge, not_found
 from app.runtime import Runtime
 from app.services import events, periods, validate
 from app.services.access import consumer_data_services, visible_parties, visible_services
 from app.services.flows import service_splits
+from app.sqlite import begin_write
 from models import (
     ClosedPeriod,
     FinalStatement,

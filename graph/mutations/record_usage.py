@@ -7,8 +7,10 @@ from enum import Enum
 from graphql import GraphQLResolveInfo
 
 from app.errors import DomainError
+from app.ingest import record
+from app.ingest.items import item_from_row
+from app.ingest.results import ItemResult
 from app.observability import USAGE_EVENTS
-from app.services import usage, usage_input
 from graph.context import Info
 from graph.errors import UserError, user_errors
 from graph.ids import service_row_id
@@ -48,7 +50,7 @@ class UsageResult:
     status: UsageStatus
     event: UsageEvent | None = strawberry.field(resolver=_event)
     errors: list[UserError] = strawberry.field(default_factory=list)
-    result: strawberry.Private[usage.ItemResult | None] = None
+    result: strawberry.Private[ItemResult | None] = None
 
 
 @strawberry.type
@@ -62,16 +64,16 @@ class RecordUsagePayload:
 
 async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePayload:
     """The field as the schema declares it. It runs through resolve_coerced, which hands it the
-    events as usage_input.UsageItem values and graphql-core's own `info` (the context is the same)."""
+    events as app.ingest.items.UsageItem values and graphql-core's own `info` (the context is the same)."""
     principal = info.context.party_principal()
-    if len(events) > usage.MAX_BATCH:
+    if len(events) > record.MAX_BATCH:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
         return RecordUsagePayload(
             rejected=len(events),
-            errors=[UserError(field=["events"], code="BATCH_TOO_LARGE", message=f"at most {usage.MAX_BATCH} events per batch")],
+            errors=[UserError(field=["events"], code="BATCH_TOO_LARGE", message=f"at most {record.MAX_BATCH} events per batch")],
         )
     try:
-        recorded = await usage.record_usage(info.context.rt, principal, events)
+        recorded = await record.record_usage(info.context.rt, principal, events)
     except DomainError as error:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
         return RecordUsagePayload(rejected=len(events), errors=user_errors(error))
@@ -101,4 +103,4 @@ def resolve_coerced(_root, info: GraphQLResolveInfo, events: list[dict]) -> Awai
     importer use too. Strawberry's own conversion walks each item through its generic dispatch
     first, about 6 µs per event (a seventh of the server's time per event), for a field whose
     resolver has no permission classes, extensions or handlers for it to apply."""
-    return record_usage(info, [usage_input.item_from_row(event, service_row_id) for event in events])
+    return record_usage(info, [item_from_row(event, service_row_id) for event in events])

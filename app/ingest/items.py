@@ -1,6 +1,6 @@
 """A usage item as it arrives, and the checks that need neither the database nor the network's
 services: shared by recordUsage, /usage.ndjson, the bulk import and quote. Light on purpose: the
-import's reader process forks before the database layer is imported (app/importer.py)."""
+import's reader process forks before the database layer is imported (app/ingest/importer.py)."""
 
 import json
 from collections.abc import Callable
