@@ -62,10 +62,10 @@ class Context:
             by_period[period].append(service_id)
         if not by_period:
             return
-        statements = ingest_sql(connection)
+        sql = ingest_sql(connection)
         asked = sorted(by_period.items())
         answers = await fetch_all(connection, [
-            (statements.in_list(statements.plans, len(ids)), (self.network.id, period, period, *sorted(ids)))
+            (sql.in_list(sql.plans, len(ids)), (self.network.id, period, period, *sorted(ids)))
             for period, ids in asked
         ])
         for (period, ids), rows in zip(asked, answers):

@@ -141,7 +141,7 @@ class Prepared(NamedTuple):
     period: str | None
     "The period occurred_at falls in (\"\", before every period, where the zone's year leaves 1..9999); None without a time zone."
     problems: tuple[Problem, ...]
-    "The item's own problems; the batch adds those of its service and its time (_Context.problems)."
+    "The item's own problems; the batch adds those of its service and its time (app.ingest.context.Context.problems)."
 
 
 class Preparer:

@@ -24,13 +24,13 @@ def same_payload(event: "StoredEvent", item: Prepared, consumer_ref: str, bind) 
     )
 
 
-def _consumer_reads(statements: "IngestSql", network_id: int, refs: set[tuple[int, str]]) -> list[tuple[str, tuple]]:
+def _consumer_reads(sql: "IngestSql", network_id: int, refs: set[tuple[int, str]]) -> list[tuple[str, tuple]]:
     """The look-ups of consumers by (merchant of record, reference), as fetch_all takes them."""
     by_merchant: dict[int, list[str]] = defaultdict(list)
     for merchant, ref in refs:
         by_merchant[merchant].append(ref)
     return [
-        (statements.in_list(statements.consumers_by_ref, len(chunk)), (network_id, merchant, *chunk))
+        (sql.in_list(sql.consumers_by_ref, len(chunk)), (network_id, merchant, *chunk))
         for merchant, names in sorted(by_merchant.items())
         for chunk in chunks(sorted(names))
     ]
@@ -51,16 +51,16 @@ async def _consumers(connection: AsyncConnection, network_id: int, refs: set[tup
     missing = refs - found.keys()
     if missing:
         now = utcnow()
-        statements = ingest_sql(connection)
+        sql = ingest_sql(connection)
         await connection.execute(
-            statements.new_consumer,
+            sql.new_consumer,
             [
                 {"network_id": network_id, "kind": "CONSUMER", "name": ref, "external_ref": ref,
                  "billing_party_id": merchant, "active": True, "created_at": now}
                 for merchant, ref in sorted(missing)
             ],
         )
-        reads = _consumer_reads(statements, network_id, missing)
+        reads = _consumer_reads(sql, network_id, missing)
         found = {**found, **_consumer_ids(reads, await fetch_all(connection, reads))}
     return found
 
@@ -90,15 +90,15 @@ async def claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[
 
     Which keys are taken, the consumers' ids and (SQLite) the highest event id are read in one
     turn: the consumers of every valid item are looked up, only those of new ones created."""
-    statements = ingest_sql(connection)
+    sql = ingest_sql(connection)
     keys = dict.fromkeys([(item.service_id, item.idempotency_key) for _, item in valid])
     "The batch's (service, key) pairs, each once: a key is unique within its service."
     merchant = {service_id: service.billed_by_id for service_id, service in services.items()}
     names = list(dict.fromkeys([key for _, key in keys]))
-    key_reads = [(statements.in_list(statements.keys_taken, len(chunk)), (network_id, *chunk)) for chunk in chunks(names)]
+    key_reads = [(sql.in_list(sql.keys_taken, len(chunk)), (network_id, *chunk)) for chunk in chunks(names)]
     refs = {(merchant[item.service_id], item.consumer_ref) for _, item in valid}
-    consumer_reads = _consumer_reads(statements, network_id, refs)
-    id_reads = [(statements.last_event_id, ())] if statements.numbers_events else []
+    consumer_reads = _consumer_reads(sql, network_id, refs)
+    id_reads = [(sql.last_event_id, ())] if sql.numbers_events else []
     answers = await fetch_all(connection, [*key_reads, *consumer_reads, *id_reads])
     taken = [key for rows in answers[: len(key_reads)] for key in map(tuple, rows) if key in keys]
     found = _consumer_ids(consumer_reads, answers[len(key_reads) : len(key_reads) + len(consumer_reads)])
@@ -116,13 +116,13 @@ async def claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[
     if new is not valid:  # only the new items' consumers are created
         refs = {(merchant[item.service_id], item.consumer_ref) for _, item in new}
     consumers = await _consumers(connection, network_id, refs, found)
-    recorded = statements.bind_time(utcnow())
+    recorded = sql.bind_time(utcnow())
     rows = [
         new_event((event_id, network_id, item.service_id, consumers[(merchant[item.service_id], item.consumer_ref)],
                     item.idempotency_key, item.metric, item.quantity, item.occurred_at, item.period, recorded))
         for event_id, (_, item) in zip(ids, new)
     ]
-    inserted, inserts = await _insert_events(connection, statements, rows)
+    inserted, inserts = await _insert_events(connection, sql, rows)
     if new is valid and len(inserted) == len(rows):  # the usual batch: every item accepted
         for (index, _), event in zip(valid, inserted):
             results[index] = ItemResult("ACCEPTED", event)
@@ -136,7 +136,7 @@ async def claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[
         first_of_key = {(item.service_id, item.idempotency_key): index for index, item in valid}
     first_items = dict(valid) if len(keys) < len(valid) else {}
     "Items by index, for the keys sent twice in the batch."
-    bind = statements.bind_time
+    bind = sql.bind_time
     fresh = []
     for index, item in valid:
         key = (item.service_id, item.idempotency_key)
@@ -162,7 +162,7 @@ async def claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[
 
 
 class Inserts(NamedTuple):
-    """SQLite's inserts of a batch's events: those sent already, and those _apply sends after its
+    """SQLite's inserts of a batch's events: those sent already, and those apply_changes sends after its
     reads of the totals (see _insert_events)."""
 
     running: asyncio.Future | None
@@ -173,7 +173,7 @@ NO_INSERTS = Inserts(None, [])
 "Beyond SQLite: the inserts are done when _insert_events returns."
 
 
-async def _insert_events(connection: AsyncConnection, statements: "IngestSql",
+async def _insert_events(connection: AsyncConnection, sql: "IngestSql",
                          events: list[NewEvent]) -> tuple[list[NewEvent], Inserts]:
     """Insert the new events (each with its id on SQLite, see claim_keys): those inserted, in
     order, and on SQLite the inserts themselves, running or to be sent.
@@ -184,13 +184,13 @@ async def _insert_events(connection: AsyncConnection, statements: "IngestSql",
     ids (RETURNING cost a fifth of the insert). The unique key still refuses a key stored twice.
     The database writes the events while this thread goes on with the batch: all chunks but the
     last are sent at once (a backfill's batch of 50,000 is written while its results and totals
-    are worked out), the last one and the consumers' blocks by _apply after its reads of the
+    are worked out), the last one and the consumers' blocks by apply_changes after its reads of the
     totals, which it reprices meanwhile (a batch of the API's usual size is one chunk).
     Elsewhere (PostgreSQL) concurrent batches write at once: the unique key decides, the ids
     come back with the keys inserted, and a key another batch took meanwhile is not among them.
     Either way the blocks of ids that the events put their consumers in are noted (_note_blocks)."""
-    if statements.numbers_events:
-        inserts = [(statements.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in chunks(events)]
+    if sql.numbers_events:
+        inserts = [(sql.new_events(len(chunk)), tuple(chain.from_iterable(chunk))) for chunk in chunks(events)]
         early, last = inserts[:-1], inserts[-1:]
         running = submit(connection, early) if early else None
         if running is not None:
@@ -199,7 +199,7 @@ async def _insert_events(connection: AsyncConnection, statements: "IngestSql",
             except BaseException:
                 running.cancel()  # cancelled: the batch's transaction is rolled back
                 raise
-        return events, Inserts(running, last + _note_blocks(statements, events))
+        return events, Inserts(running, last + _note_blocks(sql, events))
 
     inserted: list[NewEvent | None] = [None] * len(events)
     "By the events' positions: RETURNING gives its rows in no set order."
@@ -219,7 +219,7 @@ async def _insert_events(connection: AsyncConnection, statements: "IngestSql",
             positions = {(event.service_id, event.idempotency_key): position for position, event in enumerate(chunk, start)}
             done = None if running is None else (await running[0], running[1])
             values = tuple(chain.from_iterable(event[1:] for event in chunk))  # without the id
-            running = (asyncio.ensure_future(fetch(connection, statements.new_events(len(chunk)), values)), positions)
+            running = (asyncio.ensure_future(fetch(connection, sql.new_events(len(chunk)), values)), positions)
             await asyncio.sleep(0)  # the INSERT is handed to the driver before this thread goes on
             if done is not None:
                 take(*done)
@@ -230,11 +230,11 @@ async def _insert_events(connection: AsyncConnection, statements: "IngestSql",
         if running is not None:
             running[0].cancel()  # this batch failed or was cancelled: its transaction is rolled back
     events = [event for event in inserted if event is not None]
-    await fetch_all(connection, _note_blocks(statements, events))
+    await fetch_all(connection, _note_blocks(sql, events))
     return events, NO_INSERTS
 
 
-def _note_blocks(statements: "IngestSql", events: list[NewEvent]) -> list[tuple[str, tuple]]:
+def _note_blocks(sql: "IngestSql", events: list[NewEvent]) -> list[tuple[str, tuple]]:
     """The INSERTs (as fetch_all takes them) of the consumer blocks these events fall in
     (ConsumerBlock), in one order (concurrent batches beyond SQLite wait for each other's new
     blocks, never in a circle). A block is new to a consumer only once per EVENT_BLOCK events:
@@ -244,6 +244,6 @@ def _note_blocks(statements: "IngestSql", events: list[NewEvent]) -> list[tuple[
     network_id = events[0].network_id
     blocks = sorted({(event.consumer_id, event.id // EVENT_BLOCK) for event in events})
     return [
-        (statements.new_blocks(len(chunk)), tuple(chain.from_iterable((network_id, *block) for block in chunk)))
+        (sql.new_blocks(len(chunk)), tuple(chain.from_iterable((network_id, *block) for block in chunk)))
         for chunk in chunks(blocks)
     ]

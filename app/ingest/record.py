@@ -2,7 +2,7 @@
 
 An accepted event is committed with its effect on the totals in one transaction: the consumer's
 line (repriced with the plan of the event's period), the service's usage per metric, and the
-service's revenue (the root pool), so that live flows and statements never rescan the events.
+service's revenue (the root pool), so that live flows and sql never rescan the events.
 """
 
 from collections.abc import Callable
@@ -99,18 +99,18 @@ async def _record(rt: Runtime, session: AsyncSession, *, principal: Principal, s
     theirs). asyncpg's transaction begins with SQLAlchemy's first statement: there the savepoint
     is sent through SQLAlchemy."""
     connection = await session.connection()
-    statements = ingest_sql(connection)
+    sql = ingest_sql(connection)
     overflowing: dict[int, ItemResult] = {}
     while True:
-        opening = [(statements.savepoint_batch, ())]
+        opening = [(sql.savepoint_batch, ())]
         if connection.dialect.paramstyle != "qmark":
-            await connection.exec_driver_sql(statements.savepoint_batch)
+            await connection.exec_driver_sql(sql.savepoint_batch)
             opening = []
         try:
             outcome = await _record_once(rt, session, principal, service_ids, prepare, overflowing, opening)
         except BaseException as error:
             try:
-                await fetch_all(connection, [(statements.rollback_batch, ()), (statements.release_batch, ())])
+                await fetch_all(connection, [(sql.rollback_batch, ()), (sql.release_batch, ())])
             except Exception as lost:
                 if isinstance(error, Exception):
                     raise TransactionLost(error) from lost
@@ -121,7 +121,7 @@ async def _record(rt: Runtime, session: AsyncSession, *, principal: Principal, s
                 overflowing[index] = ItemResult("REJECTED", problems=[Problem(
                     ("events", str(index), "quantity"), error.code, error.problems[0].message)])
         else:
-            await fetch(connection, statements.release_batch, ())
+            await fetch(connection, sql.release_batch, ())
             return outcome
 
 
@@ -130,11 +130,11 @@ async def _record_once(rt: Runtime, session: AsyncSession, principal: Principal,
     """_record's one attempt; the items of `overflowing` are rejected as given, and `opening`
     (the savepoint, where not opened yet) goes first in its first turn of reads."""
     connection = await session.connection()
-    statements = ingest_sql(connection)
+    sql = ingest_sql(connection)
     network_id = principal.network_id
-    reads = [*opening, (statements.network, (network_id,)), (statements.closed, (network_id,))]
+    reads = [*opening, (sql.network, (network_id,)), (sql.closed, (network_id,))]
     if service_ids:
-        reads.append((statements.in_list(statements.services, len(service_ids)), (network_id, *service_ids)))
+        reads.append((sql.in_list(sql.services, len(service_ids)), (network_id, *service_ids)))
     network_rows, closed_rows, *service_rows = (await fetch_all(connection, reads))[len(opening) :]
     if not network_rows:
         raise not_found("network")
@@ -145,7 +145,7 @@ async def _record_once(rt: Runtime, session: AsyncSession, principal: Principal,
     if not all(ctx.allowed.values()):
         await _forget_unseen(session, principal, ctx.allowed)
     ctx.closed = {key for (key,) in closed_rows}
-    bind = statements.bind_time
+    bind = sql.bind_time
     ctx.latest = bind(rt.now() + timedelta(seconds=rt.settings.future_tolerance_seconds))
     items = prepare(network.time_zone, connection.dialect.name)
     results: list[ItemResult | None] = [None] * len(items)

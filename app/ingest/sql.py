@@ -51,7 +51,7 @@ class IngestSql:
             from sqlalchemy.dialects.sqlite import insert
         self.paramstyle = dialect.paramstyle
         self.numbers_events = dialect.name == "sqlite"
-        "Whether a batch gives its events their ids itself (_insert_events)."
+        "Whether a batch gives its events their ids itself (keys._insert_events)."
         self.last_event_id = f"SELECT max(id) FROM {_EVENTS.name}"
         self.new_consumer = insert(_PARTIES).on_conflict_do_nothing(
             index_elements=["network_id", "billing_party_id", "external_ref"]
@@ -138,7 +138,7 @@ class IngestSql:
 
     @lru_cache(maxsize=64)  # noqa: B019
     def new_events(self, rows: int) -> str:
-        """One INSERT of `rows` events. SQLite's rows come with their ids (see _insert_events);
+        """One INSERT of `rows` events. SQLite's rows come with their ids (see keys._insert_events);
         elsewhere the keys already taken are skipped and the new ones come back with their ids
         (RETURNING, which executemany cannot give)."""
         if self.numbers_events:

@@ -11,7 +11,7 @@ from app.billing.running_totals import Change
 from app.errors import DomainError, FlowTooLarge, Problem
 from app.ingest.context import Context
 from app.ingest.sql import IngestSql, chunks, fetch_all, ingest_sql, submit, write_all
-from app.services import settlement
+from app.services import closing
 from models import Network, Service
 
 class Overflow(DomainError):
@@ -23,7 +23,7 @@ class Overflow(DomainError):
                  message: str = "a running total would leave the 64-bit range") -> None:
         super().__init__(Problem(("events",), code, message))
         self.positions = positions
-        "Positions in the changes handed to _apply."
+        "Positions in the changes handed to apply_changes."
 
     def of_items(self, results: list) -> "Overflow":
         """The same overflow with its positions among the fresh events (in item order) as item indices."""
@@ -44,20 +44,20 @@ async def correct_closed(session: AsyncSession, ctx: Context, changed: list) -> 
     for period in sorted(touched):
         services = [await session.get(Service, service_id) for service_id in sorted(touched[period])]
         try:
-            await settlement.book_corrections(session, network, services, period)
+            await closing.book_corrections(session, network, services, period)
         except FlowTooLarge:  # the period's late events are rejected, the rest of the batch recorded
             late = [position for position, event in enumerate(changed) if event.period == period]
             raise Overflow(late, "FLOW_OVERFLOW", f"correcting the closed period {period} would move more than 2^62 minor units") from None
 
 
-def _line_reads(statements: "IngestSql", network_id: int, keys: list[tuple]) -> list[tuple[str, tuple]]:
+def _line_reads(sql: "IngestSql", network_id: int, keys: list[tuple]) -> list[tuple[str, tuple]]:
     """The reads of these lines' totals (those that exist), locked (beyond SQLite) in one global
     order: (period, service, metric) groups in order, consumers in order within a group."""
     groups: dict[tuple[str, int, str], list[int]] = defaultdict(list)
     for period, service_id, consumer_id, metric in keys:
         groups[(period, service_id, metric)].append(consumer_id)
     return [
-        (statements.in_list(statements.lock_lines, len(chunk)), (network_id, period, service_id, metric, *chunk))
+        (sql.in_list(sql.lock_lines, len(chunk)), (network_id, period, service_id, metric, *chunk))
         for (period, service_id, metric), consumer_ids in sorted(groups.items())
         for chunk in chunks(sorted(consumer_ids))
     ]
@@ -72,15 +72,15 @@ def _lines(reads: list[tuple[str, tuple]], answers: list[list]) -> dict[tuple, l
     return found
 
 
-def _service_reads(statements: "IngestSql", network_id: int, periods: set[str], service_ids: set[int]) -> list[tuple[str, tuple]]:
+def _service_reads(sql: "IngestSql", network_id: int, periods: set[str], service_ids: set[int]) -> list[tuple[str, tuple]]:
     """The reads of the services' usage and revenue as stored, per period (locked beyond SQLite,
     after the lines)."""
     ids = sorted(service_ids)
     return [
         read
         for period in sorted(periods)
-        for read in ((statements.in_list(statements.service_usage, len(ids)), (network_id, period, *ids)),
-                     (statements.in_list(statements.service_revenue, len(ids)), (network_id, period, *ids)))
+        for read in ((sql.in_list(sql.service_usage, len(ids)), (network_id, period, *ids)),
+                     (sql.in_list(sql.service_revenue, len(ids)), (network_id, period, *ids)))
     ]
 
 
@@ -103,7 +103,7 @@ async def apply_changes(session: AsyncSession, ctx: Context, changes: list[Chang
     (app.billing.running_totals does the arithmetic; this reads and writes the totals). The plans
     of the changes' services and periods are in `ctx` already (ctx.load).
 
-    `inserts`: SQLite's inserts of the events changed (_insert_events), queued after the reads of
+    `inserts`: SQLite's inserts of the events changed (keys._insert_events), queued after the reads of
     the totals: the database writes the events while this thread reprices, and all is done
     before this returns or raises (the savepoint of a failed batch rolls them back).
     """
@@ -111,14 +111,14 @@ async def apply_changes(session: AsyncSession, ctx: Context, changes: list[Chang
         return
     network = ctx.network
     connection = await session.connection()
-    statements = ingest_sql(connection)
+    sql = ingest_sql(connection)
     deltas = running_totals.deltas_of(changes, ctx.charge)
     # Lines are locked in one order, then the services' totals; missing lines are created empty
     # (in key order) and then locked: concurrent writers on PostgreSQL wait for each other
     # instead of losing an update (SQLite holds its write lock).
     keys = sorted(deltas.lines)
-    line_reads = _line_reads(statements, network.id, keys)
-    service_reads = _service_reads(statements, network.id, {period for period, *_ in keys}, {k[1] for k in keys})
+    line_reads = _line_reads(sql, network.id, keys)
+    service_reads = _service_reads(sql, network.id, {period for period, *_ in keys}, {k[1] for k in keys})
     reads = [*line_reads, *service_reads]
     if inserts:
         reading, written = submit(connection, reads), submit(connection, inserts)
@@ -133,15 +133,15 @@ async def apply_changes(session: AsyncSession, ctx: Context, changes: list[Chang
 
 async def _reprice(connection: AsyncConnection, ctx: Context, changes: list[Change], deltas: running_totals.Deltas,
                    keys, line_reads, service_reads, answers) -> None:
-    """_apply's second half: the lines repriced from their totals as read (`answers`), checked
+    """apply_changes' second half: the lines repriced from their totals as read (`answers`), checked
     against MAX_TOTAL and written with the services' totals."""
     network = ctx.network
-    statements = ingest_sql(connection)
+    sql = ingest_sql(connection)
     lines = _lines(line_reads, answers[: len(line_reads)])
     missing = [key for key in keys if key not in lines]
     if missing:
-        await write_all(connection, [(statements.new_line, [(network.id, *key) for key in missing])])
-        missing_reads = _line_reads(statements, network.id, missing)
+        await write_all(connection, [(sql.new_line, [(network.id, *key) for key in missing])])
+        missing_reads = _line_reads(sql, network.id, missing)
         lines.update(_lines(missing_reads, await fetch_all(connection, missing_reads)))
 
     mode = RoundingMode(network.rounding_mode)
@@ -152,9 +152,9 @@ async def _reprice(connection: AsyncConnection, ctx: Context, changes: list[Chan
         raise Overflow(running_totals.overflowing(changes, lines, usage_totals, revenue_totals, ctx.charge,
                                                    exponents.__getitem__, mode))
     await write_all(connection, [
-        (statements.update_line, [(*totals, network.id, *key) for key, totals in repriced.lines.items()]),
-        (statements.add_service_usage, [(network.id, period, service_id, metric, events, quantity)
+        (sql.update_line, [(*totals, network.id, *key) for key, totals in repriced.lines.items()]),
+        (sql.add_service_usage, [(network.id, period, service_id, metric, events, quantity)
                                          for (period, service_id, metric), (events, quantity) in sorted(deltas.usage.items())]),
-        (statements.add_service_revenue, [(network.id, period, service_id, delta)
+        (sql.add_service_revenue, [(network.id, period, service_id, delta)
                                            for (period, service_id), delta in sorted(repriced.revenue.items())]),
     ])
