@@ -1,20 +1,23 @@
 """Claiming a batch's idempotency keys and its consumers: the events inserted, the duplicates and conflicts found."""
 
 import asyncio
+from collections.abc import Callable
 from collections import defaultdict
+from datetime import datetime
 from itertools import chain, count, repeat
 from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import Problem
+from app.ingest.context import BatchService
 from app.ingest.items import Prepared
 from app.ingest.results import ItemResult, NewEvent, StoredEvent, new_event
 from app.ingest.sql import CHUNK, IngestSql, chunks, fetch, fetch_all, ingest_sql, submit
 from models.types import utcnow
 from models.usage import EVENT_BLOCK
 
-def same_payload(event: "StoredEvent", item: Prepared, consumer_ref: str, bind) -> bool:
+def same_payload(event: StoredEvent, item: Prepared, consumer_ref: str, bind: Callable[[datetime], object]) -> bool:
     return (
         event.service_id == item.service_id
         and consumer_ref == item.consumer_ref
@@ -24,7 +27,7 @@ def same_payload(event: "StoredEvent", item: Prepared, consumer_ref: str, bind) 
     )
 
 
-def _consumer_reads(sql: "IngestSql", network_id: int, refs: set[tuple[int, str]]) -> list[tuple[str, tuple]]:
+def _consumer_reads(sql: IngestSql, network_id: int, refs: set[tuple[int, str]]) -> list[tuple[str, tuple]]:
     """The look-ups of consumers by (merchant of record, reference), as fetch_all takes them."""
     by_merchant: dict[int, list[str]] = defaultdict(list)
     for merchant, ref in refs:
@@ -81,8 +84,8 @@ async def _events_by_key(connection: AsyncConnection, network_id: int,
     return found
 
 
-async def claim_keys(connection: AsyncConnection, network_id, valid: list[tuple[int, Prepared]], services,
-                      results) -> tuple[list[NewEvent], "Inserts"]:
+async def claim_keys(connection: AsyncConnection, network_id: int, valid: list[tuple[int, Prepared]],
+                     services: dict[int, BatchService], results: list[ItemResult | None]) -> tuple[list[NewEvent], "Inserts"]:
     """Insert the events whose keys are new; the unique key decides, also between concurrent
     batches. An item whose key is taken is a duplicate (same payload) or a conflict, and writes
     nothing, not even its consumer. Returns the accepted events, and on SQLite their inserts
@@ -173,7 +176,7 @@ NO_INSERTS = Inserts(None, [])
 "Beyond SQLite: the inserts are done when _insert_events returns."
 
 
-async def _insert_events(connection: AsyncConnection, sql: "IngestSql",
+async def _insert_events(connection: AsyncConnection, sql: IngestSql,
                          events: list[NewEvent]) -> tuple[list[NewEvent], Inserts]:
     """Insert the new events (each with its id on SQLite, see claim_keys): those inserted, in
     order, and on SQLite the inserts themselves, running or to be sent.
@@ -234,7 +237,7 @@ async def _insert_events(connection: AsyncConnection, sql: "IngestSql",
     return events, NO_INSERTS
 
 
-def _note_blocks(sql: "IngestSql", events: list[NewEvent]) -> list[tuple[str, tuple]]:
+def _note_blocks(sql: IngestSql, events: list[NewEvent]) -> list[tuple[str, tuple]]:
     """The INSERTs (as fetch_all takes them) of the consumer blocks these events fall in
     (ConsumerBlock), in one order (concurrent batches beyond SQLite wait for each other's new
     blocks, never in a circle). A block is new to a consumer only once per EVENT_BLOCK events:

@@ -30,6 +30,10 @@ class StoredEvent:
     recorded_at: datetime
     voided_at: datetime | None = None
 
+    def event(self) -> "StoredEvent":
+        """Itself: what ItemResult.event asks of a StoredEvent and a NewEvent alike."""
+        return self
+
 
 NEW_EVENT = ("network_id", "service_id", "consumer_id", "idempotency_key", "metric", "quantity", "occurred_at", "period", "recorded_at")
 "The columns a new event is inserted with."
@@ -50,7 +54,7 @@ new_event = partial(tuple.__new__, NewEvent)
 "NewEvent from a tuple of its fields, without NamedTuple's own constructor (a Python function)."
 
 
-def time_of(bound) -> datetime:
+def time_of(bound: datetime | str) -> datetime:
     """A time bound by bind_time, as the aware UTC datetime it binds."""
     return bound if isinstance(bound, datetime) else datetime.fromisoformat(bound).replace(tzinfo=UTC)
 
@@ -59,14 +63,13 @@ def time_of(bound) -> datetime:
 class ItemResult:
     status: str
     "ACCEPTED, DUPLICATE or REJECTED."
-    stored: "NewEvent | StoredEvent | None" = None
+    stored: NewEvent | StoredEvent | None = None
     "The event: as this batch inserted it (NewEvent) or as it was read (StoredEvent)."
     problems: Sequence[Problem] = ()
 
     @property
-    def event(self) -> "StoredEvent | None":
-        stored = self.stored
-        return stored.event() if type(stored) is NewEvent else stored
+    def event(self) -> StoredEvent | None:
+        return None if self.stored is None else self.stored.event()
 
     @property
     def event_id(self) -> int | None:

@@ -2,6 +2,7 @@
 corrections of closed periods (app.billing.running_totals does the arithmetic)."""
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -10,9 +11,10 @@ from app.billing.money import RoundingMode, currency_exponent
 from app.billing.running_totals import Change
 from app.errors import DomainError, FlowTooLarge, Problem
 from app.ingest.context import Context
+from app.ingest.results import ItemResult, NewEvent
 from app.ingest.sql import IngestSql, chunks, fetch_all, ingest_sql, submit, write_all
 from app.services import closing
-from models import Network, Service
+from models import Network, Service, UsageEvent
 
 class Overflow(DomainError):
     """Events that would each push a running total past MAX_TOTAL, or (FLOW_OVERFLOW) a closed
@@ -25,13 +27,13 @@ class Overflow(DomainError):
         self.positions = positions
         "Positions in the changes handed to apply_changes."
 
-    def of_items(self, results: list) -> "Overflow":
+    def of_items(self, results: list[ItemResult | None]) -> "Overflow":
         """The same overflow with its positions among the fresh events (in item order) as item indices."""
         accepted = [index for index, result in enumerate(results) if result is not None and result.status == "ACCEPTED"]
         return Overflow([accepted[position] for position in self.positions], self.code, self.problems[0].message)
 
 
-async def correct_closed(session: AsyncSession, ctx: Context, changed: list) -> None:
+async def correct_closed(session: AsyncSession, ctx: Context, changed: Sequence[NewEvent | UsageEvent]) -> None:
     """Late events and voids leave a closed period untouched: the period's flows are recomputed
     and their differences booked as adjustments into the oldest open period."""
     touched: dict[str, set[int]] = defaultdict(set)
@@ -50,7 +52,7 @@ async def correct_closed(session: AsyncSession, ctx: Context, changed: list) -> 
             raise Overflow(late, "FLOW_OVERFLOW", f"correcting the closed period {period} would move more than 2^62 minor units") from None
 
 
-def _line_reads(sql: "IngestSql", network_id: int, keys: list[tuple]) -> list[tuple[str, tuple]]:
+def _line_reads(sql: IngestSql, network_id: int, keys: list[tuple]) -> list[tuple[str, tuple]]:
     """The reads of these lines' totals (those that exist), locked (beyond SQLite) in one global
     order: (period, service, metric) groups in order, consumers in order within a group."""
     groups: dict[tuple[str, int, str], list[int]] = defaultdict(list)
@@ -72,7 +74,7 @@ def _lines(reads: list[tuple[str, tuple]], answers: list[list]) -> dict[tuple, l
     return found
 
 
-def _service_reads(sql: "IngestSql", network_id: int, periods: set[str], service_ids: set[int]) -> list[tuple[str, tuple]]:
+def _service_reads(sql: IngestSql, network_id: int, periods: set[str], service_ids: set[int]) -> list[tuple[str, tuple]]:
     """The reads of the services' usage and revenue as stored, per period (locked beyond SQLite,
     after the lines)."""
     ids = sorted(service_ids)
@@ -84,7 +86,7 @@ def _service_reads(sql: "IngestSql", network_id: int, periods: set[str], service
     ]
 
 
-def _service_totals(reads: list[tuple[str, tuple]], answers: list[list]):
+def _service_totals(reads: list[tuple[str, tuple]], answers: list[list]) -> tuple[dict[tuple[str, int, str], tuple[int, int]], dict[tuple[str, int], int]]:
     """The services' usage ((events, quantity) by (period, service, metric)) and revenue (by
     (period, service)), from the answers to _service_reads."""
     usage_totals: dict[tuple[str, int, str], tuple[int, int]] = {}
