@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     json_logs: bool = True
     "Log one JSON object a line, with the request id, when serving (set false for plain text)."
     log_level: str = "INFO"
+    engine_overrides: bool = True
+    "The overrides of strawberry's and graphql-core's internals in graph/engine/ (on/off, true/false); off, the GraphQL engine is plain strawberry."
     auth_cache_seconds: float = 2.0
     "How long a process trusts a verified key, with its party and network rows, before asking the database again."
 

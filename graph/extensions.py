@@ -75,32 +75,31 @@ class SubscriptionsOverWebSocket(SchemaExtension):
 
 class ErrorShaping(SchemaExtension):
     """Refusals keep their code and field path; anything unexpected is masked behind a request id
-    (the detail goes to the log)."""
+    (the detail goes to the log): `shape_error` for each error of the result."""
 
     def on_operation(self):
         yield
         result = self.execution_context.result
         if result is None or not getattr(result, "errors", None):
             return
-        result.errors = [self._shape(error) for error in result.errors]
+        request_id = self.execution_context.context.request_id
+        result.errors = [shape_error(error, request_id) for error in result.errors]
 
-    def _shape(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if original is None or isinstance(original, GraphQLError):
-            return error
-        if isinstance(original, DomainError):
-            shaped = top_level(original)
-        elif isinstance(original, AccessDenied):
-            shaped = coded("FORBIDDEN", str(original))
-        else:
-            request_id = self.execution_context.context.request_id
-            log.error("unexpected error, request %s", request_id, exc_info=original)
-            shaped = GraphQLError(
-                "Unexpected error.", extensions={"code": "INTERNAL", "requestId": request_id}
-            )
-        return GraphQLError(
-            shaped.message, nodes=error.nodes, path=error.path, extensions=shaped.extensions
-        )
+
+def shape_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    """The error as the caller sees it: a refusal with its code and path, anything unexpected
+    logged at ERROR and masked behind the request id."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return error
+    if isinstance(original, DomainError):
+        shaped = top_level(original)
+    elif isinstance(original, AccessDenied):
+        shaped = coded("FORBIDDEN", str(original))
+    else:
+        log.error("unexpected error, request %s", request_id, exc_info=original)
+        shaped = GraphQLError("Unexpected error.", extensions={"code": "INTERNAL", "requestId": request_id})
+    return GraphQLError(shaped.message, nodes=error.nodes, path=error.path, extensions=shaped.extensions)
 
 
 def log_errors(errors: list[GraphQLError], execution_context) -> None:

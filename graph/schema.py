@@ -1,7 +1,12 @@
-"""The schema: root types, scalars, extensions. `strawberry export-schema graph.schema:schema`."""
+"""The schema: root types, scalars, extensions. `strawberry export-schema graph.schema:schema`.
+
+It is built once per value of the engine switch (SHAREFLOW_ENGINE_OVERRIDES, graph/engine/): with
+the overrides on, with their executor and recordUsage's resolver; off, as strawberry builds it.
+`schema` is the one the process's settings ask for; the view takes `schema_for` its runtime's."""
 
 import datetime
 import decimal
+from functools import cache
 
 import strawberry
 from graphql import GraphQLError
@@ -9,8 +14,10 @@ from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxToke
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from app.settings import get_settings
 from graph.extensions import AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, log_errors
-from graph.fanout import SharingExecutor
+from graph import engine
+from graph.engine import coerced_events
 from graph.mutations.add_agreement import AgreementPayload, add_agreement
 from graph.mutations.change_price_plan import change_price_plan
 from graph.mutations.close_period import ClosePeriodPayload, close_period
@@ -20,7 +27,7 @@ from graph.mutations.end_agreement import end_agreement
 from graph.mutations.issue_api_key import ApiKeyPayload, issue_api_key
 from graph.mutations.onboard_partner import OnboardPartnerPayload, onboard_partner
 from graph.mutations.revoke_api_key import revoke_api_key
-from graph.mutations.record_usage import RecordUsagePayload, record_usage, resolve_coerced
+from graph.mutations.record_usage import RecordUsagePayload, record_usage
 from graph.mutations.void_usage import VoidUsagePayload, void_usage
 from graph.queries import Query as PartiesQuery
 from graph.scalars import DateTimeScalar, DecimalScalar
@@ -90,25 +97,38 @@ class GatewaySchema(strawberry.Schema):
     process_errors = staticmethod(log_errors)  # strawberry's logs every error at ERROR with a traceback
 
 
-schema = GatewaySchema(
-    query=Query,
-    mutation=Mutation,
-    subscription=Subscription,
-    types=[Network, Party, Service, Agreement, ApiKey, UsageEvent, Statement],
-    config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar, datetime.datetime: DateTimeScalar}),
-    execution_context_class=SharingExecutor,  # subscribers with the same operation and access share each message
-    extensions=[
-        AuthenticationGate,
-        SubscriptionsOverWebSocket,
-        ErrorShaping,
-        OperationMetrics,
-        lambda: AddValidationRules(_LIMITS),
-        lambda: MaxTokensLimiter(max_token_count=5000),
-        lambda: ParserCache(maxsize=512),  # the LRU lives at module level, shared by every request
-        lambda: ValidationCache(maxsize=512),
-    ],
+EXTENSIONS = (
+    AuthenticationGate,
+    SubscriptionsOverWebSocket,
+    ErrorShaping,
+    OperationMetrics,
+    lambda: AddValidationRules(_LIMITS),
+    lambda: MaxTokensLimiter(max_token_count=5000),
+    lambda: ParserCache(maxsize=512),  # the LRU lives at module level, shared by every request
+    lambda: ValidationCache(maxsize=512),
 )
 
-# recordUsage receives its events as graphql-core coerced them, without strawberry's per-item
-# conversion (see resolve_coerced); the schema's types are unchanged.
-schema._schema.mutation_type.fields["recordUsage"].resolve = resolve_coerced
+
+def build(overrides: bool, extensions=EXTENSIONS) -> GatewaySchema:
+    """The schema, with the engine's overrides or as plain strawberry."""
+    built = GatewaySchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=[Network, Party, Service, Agreement, ApiKey, UsageEvent, Statement],
+        config=StrawberryConfig(scalar_map={decimal.Decimal: DecimalScalar, datetime.datetime: DateTimeScalar}),
+        execution_context_class=engine.ShortcutExecutor if overrides else None,
+        extensions=list(extensions),
+    )
+    if overrides:
+        coerced_events.install(built)
+    return built
+
+
+@cache
+def schema_for(overrides: bool) -> GatewaySchema:
+    """The schema for a value of the switch, built once."""
+    return build(overrides)
+
+
+schema = schema_for(get_settings().engine_overrides)

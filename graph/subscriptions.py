@@ -8,7 +8,7 @@ Subscribers that would compute the same thing from the same message (same party,
 share one computation (`pubsub.Event.memo`), so a thousand subscribers of one party cost one
 statement per change, not a thousand; the network's totals are worked out before its subscribers
 wake (a pubsub preparation), and subscribers with the same operation and access share each
-message's execution and JSON (graph/fanout.py).
+message's execution and JSON while the engine overrides are on (graph/engine/shared_results.py).
 
 A socket is bound to its key (graph/sockets.py): a revocation ends it with its subscriptions. Every
 subscription also checks the key again on each message and every `REVALIDATE_SECONDS` while quiet
@@ -36,8 +36,8 @@ from app.observability import SUBSCRIPTIONS
 from app.pubsub import Event, Preparation, Subscriber, channel_for
 from app.services import events, settlement
 from app.services.access import visible_parties
-from graph import fanout
 from graph.context import Context, Info
+from graph.engine.socket_outlet import delivered
 from graph.errors import coded, top_level
 from graph.fanout import SharedComputation, same_access
 from graph.ids import decode_optional
@@ -375,10 +375,10 @@ class Subscription:
     ) -> AsyncGenerator[SettlementUpdate, None]:
         context = _principal(info)
         party = await _watched_party(context, party_id)
-        return fanout.delivered(_settlement_stream(context, party))
+        return delivered(_settlement_stream(context, party))
 
     @strawberry.subscription
     async def statement_finalized(self, info: Info, party_id: strawberry.ID | None = None) -> AsyncGenerator[Statement, None]:
         context = _principal(info)
         party = await _watched_party(context, party_id)
-        return fanout.delivered(_finalized_stream(context, party))
+        return delivered(_finalized_stream(context, party))

@@ -1,45 +1,31 @@
 """The GraphQL HTTP and WebSocket view: strawberry's ASGI view with the caller Admission identified,
-JSON for every refusal, application/graphql-response+json when asked for, and a fast path that
-answers known valid queries straight through graphql-core."""
+JSON for every refusal, application/graphql-response+json when asked for, and, with the engine
+overrides on (graph/engine/), their fast path for known valid queries and their WebSocket handlers.
 
-import contextvars
-import json
+A request takes one of two routes: a known valid query with a working key (overrides on) the fast
+path, which answers it whatever it answers; anything else strawberry's view."""
+
 import logging
-import time
 
+import strawberry
 from cross_web import HTTPException
-from graphql import GraphQLError, OperationType, execute, get_operation_ast
-from graphql.execution import Executor
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from strawberry.asgi import GraphQL
-from strawberry.execution.is_awaitable import optimized_is_awaitable
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.http import process_result
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
 from app.limits import LimitExceeded, RateLimiter, admitted_caller, limit_body
-from app.observability import OPERATIONS
 from app.runtime import Runtime
-from graph import fanout, sockets, subscriptions
+from graph import sockets, subscriptions
 from graph.context import Context
-from graph.execution import CompiledListVariables, PlainLeaves
-from graph.extensions import (
-    PREPARED, AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, operation_name_of,
-)
-from graph.schema import schema
+from graph.engine import known_queries, socket_outlet
+from graph.schema import schema_for
 
 log = logging.getLogger("shareflow.graphql")
 
-# The extensions the fast path knows to be document-level (they only parse and validate, and a
-# prepared document has passed them) or to have nothing to do on a successful, authenticated query.
-_FAST_PATH_EXTENSIONS = {
-    AuthenticationGate, ErrorShaping, OperationMetrics, SubscriptionsOverWebSocket, AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache,
-}
-_JSON = (b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8")
-_ACCEPT_JSON = (None, b"*/*", b"application/json")
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
@@ -84,86 +70,32 @@ def client_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
 
 
-def _fast_path_possible() -> bool:
-    """Only while every extension of the schema is one the fast path accounts for."""
-    for factory in schema.extensions:
-        extension = factory() if callable(factory) and not isinstance(factory, type) else factory
-        kind = extension if isinstance(extension, type) else type(extension)
-        if kind not in _FAST_PATH_EXTENSIONS:
-            log.info("GraphQL fast path off: the schema has the extension %s", kind.__name__)
-            return False
-    return True
-
-
-class QueryExecutor(PlainLeaves, CompiledListVariables, Executor):
-    """graphql-core's executor without the bookkeeping of incremental delivery, which a schema
-    without @defer and @stream never uses, with strawberry's resolve info (what its own executor
-    adds) and plain leaf fields read at once (graph.execution). `subfields` is the memo of a known
-    query without directives, whose subfields depend on its nodes alone: they are collected once
-    for all its requests (the memo keeps the nodes alive)."""
-
-    operation_extensions = None
-    build_resolve_info = StrawberryGraphQLCoreExecutionContext.build_resolve_info
-
-    def __init__(self, *args, subfields: dict | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.subfields = subfields
-
-    def collect_subfields(self, return_type, field_details_list):
-        memo = self.subfields
-        if memo is None:
-            return super().collect_subfields(return_type, field_details_list)
-        key = (return_type, *[id(details.node) for details in field_details_list])
-        cached = memo.get(key)
-        if cached is None:
-            cached = memo[key] = (field_details_list, super().collect_subfields(return_type, field_details_list))
-        return cached[1]
-
-
-_PREPARED_QUERIES: dict[tuple[str, str | None], tuple] = {}
-"(text, operation name) -> (the document it was worked out for, what `_prepared_query` gives)."
-
-
-def _prepared_query(query: str, operation_name: str | None):
-    """For a known valid query text and operation name: (document, its name for the metrics, its
-    subfields memo), or None when the text is not known valid (any more) or the operation is not
-    a query. Worked out once per document: validity depends on the text alone."""
-    document = PREPARED.get(query)
-    if document is None:
-        return None
-    key = (query, operation_name)
-    cached = _PREPARED_QUERIES.get(key)
-    if cached is not None and cached[0] is document:
-        return cached[1]
-    operation = get_operation_ast(document, operation_name)
-    prepared = None
-    if operation is not None and operation.operation is OperationType.QUERY:
-        prepared = (document, operation_name_of(document, operation_name), {} if "@" not in query else None)  # no "@", no directive
-    if len(_PREPARED_QUERIES) >= 1024:
-        del _PREPARED_QUERIES[next(iter(_PREPARED_QUERIES))]  # the oldest: the others stay fast
-    _PREPARED_QUERIES[key] = (document, prepared)
-    return prepared
-
-
-_DECODED: contextvars.ContextVar[tuple[bytes, object] | None] = contextvars.ContextVar("shareflow_decoded", default=None)
-"""The body the fast path decoded before handing the request on, and what it decoded to: strawberry's
-view would decode it again (a mutation always goes on; a batch of 1,000 events is 3 ms of JSON)."""
-
-
 class GraphQLApp(GraphQL):
-    """Strawberry's ASGI view with our context: the caller is known before anything executes."""
+    """Strawberry's ASGI view with our context: the caller is known before anything executes.
+    `schema` defaults to the one the runtime's engine switch asks for (graph/schema.py)."""
 
-    # Subscription messages shared by many subscribers: executed and encoded once, sent by each operation.
-    graphql_transport_ws_handler_class = fanout.TransportWSHandler
-    graphql_ws_handler_class = fanout.LegacyWSHandler
+    # Both protocols bound to the socket's key (graph/sockets.py); with the overrides on, the
+    # engine's subclasses send shared subscription messages straight to the socket.
+    graphql_transport_ws_handler_class = sockets.KeyBoundTransportWS
+    graphql_ws_handler_class = sockets.KeyBoundLegacyWS
 
-    def __init__(self, rt: Runtime, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, rt: Runtime, limiter: RateLimiter | None = None, schema: strawberry.Schema | None = None) -> None:
+        overrides = rt.settings.engine_overrides
         super().__init__(
-            schema, allowed_origins=rt.settings.allowed_origins, keep_alive=True, keep_alive_interval=15,
-            max_subscriptions_per_connection=subscriptions.MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            schema or schema_for(overrides), allowed_origins=rt.settings.allowed_origins, keep_alive=True,
+            keep_alive_interval=15, max_subscriptions_per_connection=subscriptions.MAX_SUBSCRIPTIONS_PER_CONNECTION,
         )
         self.rt = rt
-        self.fast_path = _fast_path_possible()
+        self.fast_path = False
+        "Whether known valid queries take the engine's fast path (graph/engine/known_queries.py)."
+        if overrides:
+            self.graphql_transport_ws_handler_class = socket_outlet.TransportWSHandler
+            self.graphql_ws_handler_class = socket_outlet.LegacyWSHandler
+            unknown = known_queries.unknown_extension(self.schema)
+            if unknown is None:
+                self.fast_path = True
+            else:
+                log.warning("GraphQL fast path off: the schema has the extension %s, which the fast path does not run", unknown)
         self.max_body_bytes = rt.settings.max_body_bytes
         self.rate_limiter = limiter
         "The budgets Admission spends for each request, and each WebSocket operation spends too."
@@ -182,7 +114,7 @@ class GraphQLApp(GraphQL):
         try:
             receive = limit_body(scope, receive, self.max_body_bytes)
             if self.fast_path and scope["method"] == "POST":
-                receive = await self._fast(scope, receive, tracked_send)
+                receive = await known_queries.answer(self, scope, receive, tracked_send)
                 if receive is None:
                     return
             try:
@@ -218,91 +150,11 @@ class GraphQLApp(GraphQL):
             return {key: value for key, value in process_result(result).items() if key != "data"}
         return process_result(result)
 
-    async def _fast(self, scope, receive, send):
-        """A successful query whose text is known valid, POSTed as plain JSON, goes straight to
-        graphql-core: the HTTP view's negotiation and the extensions' per-request hooks are what
-        small queries cost. Anything else (a new text, a mutation, variables of the wrong shape,
-        any error, other content types) goes the whole way through strawberry, which answers it
-        exactly as before. Returns None when it answered, else the `receive` to hand on."""
-        content_type = accept = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"accept":
-                accept = value
-        if content_type not in _JSON or accept not in _ACCEPT_JSON:
-            return receive
-        request = Request(scope, receive)
-        body = await request.body()
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return replay
-        _DECODED.set((body, data))  # this request's task only: each request runs in its own
-        if type(data) is not dict:
-            return replay
-        query = data.get("query")
-        variables = data.get("variables")
-        operation_name = data.get("operationName")
-        if (
-            type(query) is not str
-            or data.get("extensions")
-            or not (variables is None or type(variables) is dict)
-            or not (operation_name is None or type(operation_name) is str)
-            or len(data) > 4
-        ):
-            return replay
-        prepared = _prepared_query(query, operation_name)
-        if prepared is None:
-            return replay
-        document, name, subfields = prepared
-        started = time.perf_counter()
-        sub_response = await self.get_sub_response(request)
-        context = await self.get_context(request, sub_response)
-        if context.principal is None:
-            return replay  # the authentication gate answers
-        result = execute(
-            schema._schema,
-            document,
-            root_value=await self.get_root_value(request),
-            context_value=context,
-            variable_values=variables,
-            operation_name=operation_name,
-            is_awaitable=optimized_is_awaitable,
-            executor_class=QueryExecutor,
-            subfields=subfields,
-        )
-        if optimized_is_awaitable(result):
-            result = await result
-        if result.errors or type(result.data) is not dict:
-            return replay  # a query reads only: strawberry runs it again and shapes the errors
-        payload = self.encode_json({"data": result.data}).encode()
-        if sub_response.status_code is None and not sub_response.headers.raw and sub_response.background is None:
-            # What create_response would build, without building it: most answers set nothing else.
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json"),
-            ]})
-            await send({"type": "http.response.body", "body": payload})
-        else:
-            response = self.create_response(response_data={"data": result.data}, sub_response=sub_response)
-            await response(scope, replay, send)
-        # What OperationMetrics records on strawberry's path (the caller is authenticated by now).
-        OPERATIONS.labels(operation=self.rt.operation_labels.label(name, True), type="query").observe(time.perf_counter() - started)
-        return None
-
     def decode_json(self, data: str | bytes) -> object:
-        decoded = _DECODED.get()
-        if decoded is not None and decoded[0] == data:  # the same body: nothing of it was changed on the way
-            return decoded[1]
+        if self.fast_path:
+            body = known_queries.decoded(data)  # the fast path decoded it before handing it on
+            if body is not None:
+                return body[0]
         return super().decode_json(data)
 
     def parse_json(self, data: str | bytes) -> object:

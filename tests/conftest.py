@@ -1,6 +1,7 @@
 """Fixtures shared by the service and API tests: one migrated database per backend and session,
 a fresh network per test (every row is network-scoped, so tests cannot see each other)."""
 
+import dataclasses
 import os
 import uuid
 from dataclasses import dataclass
@@ -71,6 +72,28 @@ async def client(rt):
     app = create_app(rt=rt)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shareflow.test") as client:
         yield client
+
+
+@pytest.fixture
+def engine_runtime(rt):
+    """The tests' runtime (the same database, caches and pub/sub) with the GraphQL engine's
+    overrides on or off (graph/engine/), whatever SHAREFLOW_ENGINE_OVERRIDES says."""
+
+    def runtime(overrides: bool) -> Runtime:
+        return dataclasses.replace(rt, settings=rt.settings.model_copy(update={"engine_overrides": overrides}))
+
+    return runtime
+
+
+@pytest.fixture
+def engine_client(engine_runtime):
+    """An HTTP client of the app with the engine's overrides on or off: `async with engine_client(True) as client`."""
+
+    def client(overrides: bool) -> httpx.AsyncClient:
+        app = create_app(rt=engine_runtime(overrides))
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shareflow.test")
+
+    return client
 
 
 @dataclass

@@ -84,7 +84,7 @@ async def _principal(rt, api_key: str):
 
 async def _close_period(period: str, api_key: str) -> dict:
     from app.errors import AccessDenied, DomainError
-    from app.services.settlement import close_period
+    from app.services.closing import close_period
 
     rt = _runtime()
     try:

@@ -1,5 +1,4 @@
 import strawberry
-from collections.abc import Awaitable
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -8,7 +7,7 @@ from graphql import GraphQLResolveInfo
 
 from app.errors import DomainError
 from app.ingest import record
-from app.ingest.items import item_from_row
+from app.ingest.items import UsageItem, item_from_row
 from app.ingest.results import ItemResult
 from app.observability import USAGE_EVENTS
 from graph.context import Info
@@ -63,8 +62,23 @@ class RecordUsagePayload:
 
 
 async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePayload:
-    """The field as the schema declares it. It runs through resolve_coerced, which hands it the
-    events as app.ingest.items.UsageItem values and graphql-core's own `info` (the context is the same)."""
+    """The field as the schema declares it: strawberry's UsageInput values go to the use-case's
+    items through the conversion the NDJSON endpoint and the importer use too. With the engine
+    overrides on, graph/engine/coerced_events.py calls record_items instead, without strawberry's
+    conversion."""
+    return await record_items(info, [item_from_row(_row(event), service_row_id) for event in events])
+
+
+def _row(event: UsageInput) -> dict:
+    """An event keyed by its GraphQL field names, as app.ingest.items.item_from_row reads it."""
+    return {
+        "idempotencyKey": event.idempotency_key, "serviceId": event.service_id, "consumerRef": event.consumer_ref,
+        "metric": event.metric, "quantity": event.quantity, "occurredAt": event.occurred_at,
+    }
+
+
+async def record_items(info: Info | GraphQLResolveInfo, events: list[UsageItem]) -> RecordUsagePayload:
+    """The batch recorded; only `info.context` is read."""
     principal = info.context.party_principal()
     if len(events) > record.MAX_BATCH:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
@@ -94,13 +108,3 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
             for index, result in enumerate(recorded.results)
         ],
     )
-
-
-def resolve_coerced(_root, info: GraphQLResolveInfo, events: list[dict]) -> Awaitable[RecordUsagePayload]:
-    """recordUsage's resolver in the executable schema (graph.schema): the events as graphql-core
-    coerced them (keyed by the GraphQL field names, quantity and occurredAt already a Decimal and
-    a datetime) go to the use-case's items through the conversion the NDJSON endpoint and the
-    importer use too. Strawberry's own conversion walks each item through its generic dispatch
-    first, about 6 µs per event (a seventh of the server's time per event), for a field whose
-    resolver has no permission classes, extensions or handlers for it to apply."""
-    return record_usage(info, [item_from_row(event, service_row_id) for event in events])

@@ -1,4 +1,4 @@
-"""graph.execution.CompiledListVariables: a list variable coerced by its compiled coercer is what
+"""graph/engine/list_variables.py: a list variable coerced by its compiled coercer is what
 graphql-core's coerce_input_value makes of it, for every input type of the schema and for values
 valid and not; and an operation run with it answers what the whole way answers, errors included."""
 
@@ -21,11 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from graph import execution
-from graph.execution import CompiledListVariables
-from graph.fanout import SharingExecutor
+from graph.engine.list_variables import CompiledListVariables, compiled_coercer
 from graph.schema import schema
-from tests.graph.test_record_usage import event, record
+from tests.graph.test_record_usage import event
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(),
                  st.text(alphabet=string.printable, max_size=6), st.just([]), st.just({}), st.just({"x": 1}))
@@ -75,7 +73,7 @@ LIST_TYPES += [GraphQLList(t) for t in schema._schema.type_map.values() if isins
     lambda t: st.tuples(st.just(junk), st.just(t), values(t, junk)))))
 def test_the_compiled_coercer_makes_what_graphql_core_makes_of_any_value(case):
     junk, type_, value = case
-    coerce, _ = execution._coercer(type_)
+    coerce, _ = compiled_coercer(type_)
     coerced = coerce(value)
     # repr: Decimal("NaN") is not equal to itself
     assert repr(coerced) == repr(coerce_input_value(value, type_))
@@ -86,7 +84,7 @@ def test_a_null_where_a_scalar_may_not_be_null_is_refused_as_graphql_core_refuse
     """Every non-null scalar field of UsageInput, null or missing in one event of a batch: the
     compiled coercer refuses the list as coerce_input_value does; nullable ones take null."""
     type_ = next(t for t in LIST_TYPES if isinstance(t, GraphQLNonNull) and t.of_type.of_type.of_type.name == "UsageInput")
-    coerce, _ = execution._coercer(type_)
+    coerce, _ = compiled_coercer(type_)
     valid = event("U2VydmljZTox", "k")
     assert coerce([valid]) is not Undefined
     for name in valid:
@@ -97,11 +95,11 @@ def test_a_null_where_a_scalar_may_not_be_null_is_refused_as_graphql_core_refuse
                 expected = Undefined
             assert expected is Undefined and coerce([valid, broken]) is Undefined, name
     nullable = GraphQLList(schema._schema.type_map["String"])
-    assert execution._coercer(nullable)[0](["a", None]) == ["a", None] == coerce_input_value(["a", None], nullable)
+    assert compiled_coercer(nullable)[0](["a", None]) == ["a", None] == coerce_input_value(["a", None], nullable)
 
 
 def test_every_input_type_of_the_schema_compiles():
-    assert all(execution._coercer(t) is not None for t in LIST_TYPES)
+    assert all(compiled_coercer(t) is not None for t in LIST_TYPES)
 
 
 @strawberry.input
@@ -174,14 +172,3 @@ def test_operations_answer_what_the_whole_way_answers():
     data, _ = answer(Compiled, "Legs", CASES[0][1])
     assert data == {"legs": "[('a', Decimal('0.5'), 'none', None), ('b', Decimal('1'), None, [1, 2])]"}
     assert answer(Compiled, "Legs", CASES[3][1])[1][0][0].startswith("Variable '$legs' has invalid value at [0].share:")
-
-
-async def test_the_served_executor_compiles_a_batch_of_events(api, mobility):
-    """recordUsage's events: UsageInput's coercer is made and kept by the executor the API serves."""
-    usage_input = schema._schema.type_map["UsageInput"]
-    execution._NAMED_COERCERS.pop(usage_input, None)
-    events = [event(mobility.service_id, "compiled-1"), event(mobility.service_id, "compiled-2", quantity="2.5")]
-    payload = await record(api, mobility.citycar.key, events)
-    assert [(r["status"], r["event"]["quantity"]) for r in payload["results"]] == [("ACCEPTED", "30"), ("ACCEPTED", "2.5")]
-    assert issubclass(SharingExecutor, CompiledListVariables)
-    assert execution._NAMED_COERCERS[usage_input] is not None

@@ -1,4 +1,4 @@
-"""Shared fan-out (graph/fanout.py, app/pubsub.py): subscribers share a message's execution only
+"""Shared fan-out (graph/fanout.py, graph/engine/shared_results.py, app/pubsub.py): subscribers share a message's execution only
 when nothing they may see differs, and messages keep their order when their preparation is slow."""
 
 import asyncio
