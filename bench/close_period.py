@@ -214,7 +214,7 @@ def group_by_seconds(path) -> tuple[float, int]:
 async def close_in_process(url: str, network_id: int, owner_id: int, period: str) -> tuple[float, int]:
     from app.auth import Principal
     from app.runtime import Runtime
-    from app.services.settlement import close_period
+    from app.services.closing import close_period
     from app.settings import Settings
 
     rt = Runtime.from_settings(Settings(database_url=url))
@@ -361,7 +361,7 @@ def run(cfg: Config) -> Section:
         f"straight into the tables: {fmt_int(n_consumers)} consumers, each using {SERVICES_PER_CONSUMER[0]} to "
         f"{SERVICES_PER_CONSUMER[1]} of the services, {fmt_int(n_events)} events (3 in 4 `minutes`, 1 in 4 `rental`) "
         f"with the usage lines, service usage and revenue the running totals would hold. Measured: "
-        f"`app.services.settlement.close_period` in-process on a fresh copy of the file per run (engine connected "
+        f"`app.services.closing.close_period` in-process on a fresh copy of the file per run (engine connected "
         f"beforehand; median of {ROUNDS}), and `shareflow close-period PERIOD --api-key KEY` as a child process on "
         f"another copy, wall-clock and peak RSS (`ru_maxrss` of that process alone, from `os.wait4` in a small launcher, "
         f"so that the benchmark's own peak is not carried into it across fork and exec); its baseline is the same "

@@ -9,7 +9,7 @@ from strawberry.types.graphql import OperationType
 
 from app.errors import AccessDenied, DomainError
 from app.observability import OPERATIONS
-from app.services.usage import MAX_BATCH
+from app.ingest.record import MAX_BATCH
 from graph.errors import coded, top_level
 
 log = logging.getLogger("shareflow.graphql")

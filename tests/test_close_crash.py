@@ -18,7 +18,9 @@ from app.billing.pricing import Charge, ChargeModel
 from app.billing.waterfall import ShareKind
 from app.migrate import upgrade
 from app.runtime import Runtime
-from app.services import catalog, networks, parties, usage
+from app.ingest.items import UsageItem
+from app.ingest.record import record_usage
+from app.services import catalog, networks, parties
 from app.services.agreements import AgreementDraft, RuleDraft, add_agreement
 from app.settings import Settings
 from models import ClosedPeriod, FinalStatement
@@ -47,8 +49,8 @@ async def seed(url: str) -> tuple[str, str]:
         await add_agreement(rt, owner, AgreementDraft(service_id=service.id, payee_id=payee.id, effective_from=period,
                                                       rule=RuleDraft(ShareKind.PERCENT, percent=D(percent))))
     when = datetime.strptime(period + "-15", "%Y-%m-%d").replace(tzinfo=UTC)
-    items = [usage.UsageItem(f"e{i}", service.id, f"c{i}", "minutes", D(i % 50 + 1), when) for i in range(CONSUMERS)]
-    assert (await usage.record_usage(rt, owner, items)).count("ACCEPTED") == CONSUMERS
+    items = [UsageItem(f"e{i}", service.id, f"c{i}", "minutes", D(i % 50 + 1), when) for i in range(CONSUMERS)]
+    assert (await record_usage(rt, owner, items)).count("ACCEPTED") == CONSUMERS
     await rt.close()
     return created.owner_key, period
 

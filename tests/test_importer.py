@@ -1,4 +1,4 @@
-"""The bulk import (app/importer.py) on a real database: files beyond the API's batch limit, row
+"""The bulk import (app/ingest/importer.py) on a real database: files beyond the API's batch limit, row
 numbers in the report, and re-runs that double nothing."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.auth import identify
-from app.importer import import_usage
-from app.services.usage import MAX_BATCH
+from app.ingest.importer import import_usage
+from app.ingest.record import MAX_BATCH
 from graph.ids import service_row_id
 from models import ServiceUsage, UsageEvent
 from tests.graph.conftest import mobility_network
@@ -130,7 +130,7 @@ async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops
     """The first transaction holds the first rows (at most FIRST_BATCH: fewer where the network's
     time zone reached the reader earlier) and commits while the rest is read: a file broken
     further on keeps them, whole (a re-run of the mended file reports them as duplicates)."""
-    from app.importer import FIRST_BATCH
+    from app.ingest.importer import FIRST_BATCH
 
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     rows = [
@@ -153,12 +153,12 @@ async def test_the_first_rows_are_recorded_before_a_broken_part_further_on_stops
 
 
 def test_the_reader_starts_before_the_database_layer_is_imported():
-    """The command forks its reader first (app.importer.Reader), so that the file is read while
+    """The command forks its reader first (app.ingest.importer.Reader), so that the file is read while
     SQLAlchemy and the models load: the importer's module must not pull them in."""
     import subprocess
     import sys
 
-    probe = "import sys, app.importer, app.server.cli; print(sorted(m for m in ('sqlalchemy', 'models', 'app.services.usage') if m in sys.modules))"
+    probe = "import sys, app.ingest.importer, app.server.cli; print(sorted(m for m in ('sqlalchemy', 'models', 'app.ingest.record') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -174,7 +174,7 @@ def test_a_json_line_is_read_as_the_json_module_reads_it(line):
     import json
 
     from app.billing.money import read_decimal
-    from app.services.usage_input import row_from_json
+    from app.ingest.items import row_from_json
 
     try:
         expected = json.JSONDecoder(parse_float=read_decimal).decode(line)
@@ -188,7 +188,7 @@ def test_a_json_line_is_read_as_the_json_module_reads_it(line):
 def test_a_batch_read_while_the_time_zone_arrives_ends_there():
     """The reader looks for the network's time zone after each SLICE rows while it waits for it:
     the batch it reads ends where the zone came, so that preparing starts at once."""
-    from app.importer import SLICE, _read_batch
+    from app.ingest.importer import SLICE, _read_batch
 
     rows = iter([*({"idempotencyKey": f"k{i}"} for i in range(3 * SLICE)), "not a JSON object"])
     looks = []

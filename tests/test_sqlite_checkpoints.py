@@ -1,4 +1,4 @@
-"""app.db.Checkpoints: SQLite's WAL is copied back into the database by a thread beside the
+"""app.sqlite.Checkpoints: SQLite's WAL is copied back into the database by a thread beside the
 writers, not by the commit that crosses a threshold, and it is started afresh all the same."""
 
 import asyncio
@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from app.db import Checkpoints, create_engine
+from app.db import create_engine
+from app.sqlite import Checkpoints
 
 ROWS = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) SELECT hex(randomblob(2000)) FROM n"
 "About 160 KB of rows: some forty pages of the WAL."

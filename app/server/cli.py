@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.importer import FIELDS
+from app.ingest.importer import FIELDS
 from app.settings import get_settings
 
 DEMO_KEYS = Path("shareflow-demo-keys.json")
@@ -84,7 +84,7 @@ async def _principal(rt, api_key: str):
 
 async def _close_period(period: str, api_key: str) -> dict:
     from app.errors import AccessDenied, DomainError
-    from app.services.settlement import close_period
+    from app.services.closing import close_period
 
     rt = _runtime()
     try:
@@ -102,7 +102,7 @@ async def _close_period(period: str, api_key: str) -> dict:
 async def _import_usage(path: str, api_key: str, progress: bool) -> dict:
     from dataclasses import asdict
 
-    from app.importer import Reader, import_usage
+    from app.ingest.importer import Reader, import_usage
     from graph.ids import service_row_id
 
     # The reader first: it reads the file while the database layer is imported and the key checked.

@@ -7,8 +7,8 @@ status ACCEPTED, DUPLICATE or REJECTED and errors as `{"field", "code", "message
 as recordUsage gives it, `["events", "<index>", "quantity"]`, the index counting the whole body),
 then one closing line `{"accepted", "duplicates", "rejected"}`.
 
-Same semantics as `recordUsage`: the same conversion of an item (usage_input.item_from_row, shared with
-the importer), validation, idempotency and access (app.services.usage.record_usage), the same
+Same semantics as `recordUsage`: the same conversion of an item (app.ingest.items.item_from_row, shared with
+the importer), validation, idempotency and access (app.ingest.record.record_usage), the same
 body-size limit and the same rate limit per key (one request takes one token, spent by
 app.limits.Admission). Items are recorded
 in batches of at most MAX_BATCH, each committed before its results are streamed (on SQLite,
@@ -23,16 +23,18 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from app import observability
 from app.errors import DomainError, Problem
+from app.ingest.items import UsageItem, item_from_row, row_from_json, row_problem
+from app.ingest.record import MAX_BATCH, record_usage
+from app.ingest.results import STATUSES, ItemResult
 from app.limits import LimitExceeded, admitted_caller, limit_body
 from app.observability import USAGE_EVENTS
 from app.runtime import Runtime
-from app.services import usage, usage_input
 from graph.ids import service_row_id, to_global_id
 
 log = logging.getLogger("shareflow.usage_ndjson")
 
 MEDIA_TYPE = "application/x-ndjson"
-BATCH = usage.MAX_BATCH
+BATCH = MAX_BATCH
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -50,12 +52,12 @@ def _problems(problems: list[Problem], index: int) -> list[dict]:
     return out
 
 
-def _internal() -> usage.ItemResult:
+def _internal() -> ItemResult:
     """A batch that failed by the server's fault: logged with the request's id, each of its items
     answered INTERNAL with that id (the response's x-request-id) and nothing of it written."""
     request_id = observability.request_id.get()
     log.error("unexpected error, request %s", request_id, exc_info=True)
-    return usage.ItemResult("REJECTED", problems=[Problem(("events", "0"), "INTERNAL", f"Unexpected error (request {request_id}).")])
+    return ItemResult("REJECTED", problems=[Problem(("events", "0"), "INTERNAL", f"Unexpected error (request {request_id}).")])
 
 
 def _line(index: int, status: str, event_id: int | None, errors: list[dict]) -> str:
@@ -94,30 +96,30 @@ async def usage_ndjson(request: Request):
     lines = [line for line in body.split(b"\n") if line.strip()]
 
     async def answer():
-        counts = dict.fromkeys(usage.STATUSES, 0)
+        counts = dict.fromkeys(STATUSES, 0)
         for start in range(0, len(lines), BATCH):
             before = dict(counts)
             out: list[str | None] = [None] * min(BATCH, len(lines) - start)
-            items: list[usage_input.UsageItem] = []
+            items: list[UsageItem] = []
             positions: list[int] = []
             for offset, raw in enumerate(lines[start : start + BATCH]):
                 try:
                     text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes bytes
                 except UnicodeDecodeError:
                     text = ""
-                row = usage_input.row_from_json(text)
+                row = row_from_json(text)
                 if row is None:
                     index = start + offset
-                    out[offset] = _line(index, "REJECTED", None, _problems([usage_input.row_problem(index)], index))
+                    out[offset] = _line(index, "REJECTED", None, _problems([row_problem(index)], index))
                     counts["REJECTED"] += 1
                     continue
-                items.append(usage_input.item_from_row(row, service_row_id))
+                items.append(item_from_row(row, service_row_id))
                 positions.append(offset)
             if items:
                 try:
-                    recorded = (await usage.record_usage(rt, principal, items)).results
+                    recorded = (await record_usage(rt, principal, items)).results
                 except DomainError as error:  # the batch as a whole
-                    recorded = [usage.ItemResult("REJECTED", problems=error.problems)] * len(items)
+                    recorded = [ItemResult("REJECTED", problems=error.problems)] * len(items)
                 except Exception:  # the server's fault, this batch's alone: masked, and the body goes on
                     recorded = [_internal()] * len(items)
                 for offset, result in zip(positions, recorded):

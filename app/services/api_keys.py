@@ -6,7 +6,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal, new_key
-from app.db import write_turn
+from app.sqlite import write_turn
 from app.errors import DomainError, not_found
 from app.runtime import Runtime
 from app.services import events

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from app.auth import Principal
-from app.db import write_turn
+from app.sqlite import write_turn
 from app.errors import AccessDenied
 from app.runtime import Runtime
 from app.services import validate

@@ -15,8 +15,8 @@ from app.services import catalog, periods, text
 from app.services.access import visible_services
 from app.services.agreements import agreements_in_force, leg_of
 from app.services.flows import too_large
-from app.services.usage import MAX_BATCH
-from app.services.usage_input import check_quantity
+from app.ingest.items import check_quantity
+from app.ingest.record import MAX_BATCH
 from models import Network, Service
 
 

@@ -5,7 +5,7 @@ it must be encodable as UTF-8 (no lone surrogates, which JSON's "\\ud800" carrie
 database driver cannot write), hold no C0 or C1 control character and no DEL, not be blank, and
 not be longer than its kind allows; a name, shown to people, also holds no bidirectional control
 (which can make one name read as another). Light on purpose: the import's reader process uses it
-before the database layer is imported (app/importer.py)."""
+before the database layer is imported (app/ingest/importer.py)."""
 
 import re
 from typing import NamedTuple

@@ -18,14 +18,14 @@ from collections.abc import Awaitable
 import strawberry
 from graphql import GraphQLResolveInfo
 
-from app.services import usage_input
+from app.ingest.items import item_from_row
 from graph.ids import service_row_id
 from graph.mutations.record_usage import RecordUsagePayload, record_items
 
 
 def resolve_coerced(_root, info: GraphQLResolveInfo, events: list[dict]) -> Awaitable[RecordUsagePayload]:
     """recordUsage's resolver in the executable schema: the coerced events as the use-case's items."""
-    return record_items(info, [usage_input.item_from_row(event, service_row_id) for event in events])
+    return record_items(info, [item_from_row(event, service_row_id) for event in events])
 
 
 def install(schema: strawberry.Schema) -> None:

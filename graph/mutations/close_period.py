@@ -2,7 +2,7 @@ import strawberry
 
 from app.errors import DomainError
 from app.observability import PERIOD_CLOSES
-from app.services import settlement
+from app.services import closing
 from graph.context import Info
 from graph.errors import UserError, user_errors
 from graph.types import SettlementPeriod
@@ -20,7 +20,7 @@ class ClosePeriodPayload:
 async def close_period(info: Info, period: str) -> ClosePeriodPayload:
     principal = info.context.party_principal()
     try:
-        key, count = await settlement.close_period(info.context.rt, principal, period)
+        key, count = await closing.close_period(info.context.rt, principal, period)
     except DomainError as error:
         return ClosePeriodPayload(errors=user_errors(error))
     PERIOD_CLOSES.inc()

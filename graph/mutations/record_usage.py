@@ -6,8 +6,10 @@ from enum import Enum
 from graphql import GraphQLResolveInfo
 
 from app.errors import DomainError
+from app.ingest import record
+from app.ingest.items import UsageItem, item_from_row
+from app.ingest.results import ItemResult
 from app.observability import USAGE_EVENTS
-from app.services import usage, usage_input
 from graph.context import Info
 from graph.errors import UserError, user_errors
 from graph.ids import service_row_id
@@ -47,7 +49,7 @@ class UsageResult:
     status: UsageStatus
     event: UsageEvent | None = strawberry.field(resolver=_event)
     errors: list[UserError] = strawberry.field(default_factory=list)
-    result: strawberry.Private[usage.ItemResult | None] = None
+    result: strawberry.Private[ItemResult | None] = None
 
 
 @strawberry.type
@@ -64,22 +66,22 @@ async def record_usage(info: Info, events: list[UsageInput]) -> RecordUsagePaylo
     items through the conversion the NDJSON endpoint and the importer use too. With the engine
     overrides on, graph/engine/coerced_events.py calls record_items instead, without strawberry's
     conversion."""
-    return await record_items(info, [usage_input.item_from_row(_row(event), service_row_id) for event in events])
+    return await record_items(info, [item_from_row(_row(event), service_row_id) for event in events])
 
 
 def _row(event: UsageInput) -> dict:
-    """An event keyed by its GraphQL field names, as usage_input.item_from_row reads it."""
+    """An event keyed by its GraphQL field names, as app.ingest.items.item_from_row reads it."""
     return {
         "idempotencyKey": event.idempotency_key, "serviceId": event.service_id, "consumerRef": event.consumer_ref,
         "metric": event.metric, "quantity": event.quantity, "occurredAt": event.occurred_at,
     }
 
 
-async def record_items(info: Info | GraphQLResolveInfo, events: list[usage_input.UsageItem]) -> RecordUsagePayload:
+async def record_items(info: Info | GraphQLResolveInfo, events: list[UsageItem]) -> RecordUsagePayload:
     """The batch recorded; only `info.context` is read."""
     principal = info.context.party_principal()
     try:
-        recorded = await usage.record_usage(info.context.rt, principal, events)
+        recorded = await record.record_usage(info.context.rt, principal, events)
     except DomainError as error:
         USAGE_EVENTS.labels(status="REJECTED").inc(len(events))
         return RecordUsagePayload(rejected=len(events), errors=user_errors(error))

@@ -3,7 +3,7 @@ from typing import Annotated
 import strawberry
 
 from app.errors import DomainError
-from app.services import usage
+from app.ingest import void
 from graph.context import Info
 from graph.errors import UserError, user_errors
 from graph.ids import decode_optional
@@ -28,7 +28,7 @@ async def void_usage(
     principal = info.context.party_principal()
     try:
         service = decode_optional(service_id, "Service", "serviceId")
-        event = await usage.void_usage(info.context.rt, principal, idempotency_key, service)
+        event = await void.void_usage(info.context.rt, principal, idempotency_key, service)
     except DomainError as error:
         return VoidUsagePayload(errors=user_errors(error))
     return VoidUsagePayload(event=UsageEvent(row=event))

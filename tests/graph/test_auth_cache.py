@@ -19,7 +19,7 @@ def statements(rt):
     seen: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
-        if statement != "BEGIN":  # SQLite's explicit BEGIN (app/db.py) is no query
+        if statement != "BEGIN":  # SQLite's explicit BEGIN (app/sqlite.py) is no query
             seen.append(statement)
 
     event.listen(rt.engine.sync_engine, "before_cursor_execute", count)

@@ -10,8 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from app.db import write_turn
-from app.services import usage
+from app.sqlite import group_commit, write_turn
 from tests.graph.conftest import mobility_network
 from tests.graph.test_record_usage import EVENTS, RECORD, event
 
@@ -74,7 +73,7 @@ class _Together:
 
     def __init__(self, rt) -> None:
         self.sqlite = rt.engine.dialect.name == "sqlite"
-        self.group = usage._commit_group(rt) if self.sqlite else None
+        self.group = group_commit(rt.engine, rt.sessions) if self.sqlite else None
 
     async def writing(self) -> None:
         """Until the writer took the batches submitted so far (it then waits for the turn)."""

@@ -259,8 +259,8 @@ async def test_a_consumers_events_come_by_consumer_in_the_order_of_their_ids_acr
     from sqlalchemy import select
 
     from app.auth import identify
-    from app.services.usage import record_usage
-    from app.services.usage_input import UsageItem
+    from app.ingest.items import UsageItem
+    from app.ingest.record import record_usage
     from graph.ids import service_row_id, to_global_id
     from models import Party, UsageEvent
     from models.usage import EVENT_BLOCK

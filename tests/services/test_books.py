@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from app.errors import DomainError
-from app.services import settlement, usage
+from app.ingest.record import record_usage
+from app.ingest.void import void_usage
+from app.services import closing, settlement
 from models import FinalStatement, LedgerEntry, Network, Service
 from tests.services.test_live_totals import build, random_item
 
@@ -35,19 +37,19 @@ async def test_books_balance_and_corrections_converge(rt, seed):
 
     async def batch(tag: str, when: datetime, count: int) -> list[str]:
         items = [random_item(rng, service.id, f"{seed}-{tag}-{i}", when) for i in range(count)]
-        assert (await usage.record_usage(rt, provider, items)).count("ACCEPTED") == count
+        assert (await record_usage(rt, provider, items)).count("ACCEPTED") == count
         return [i.idempotency_key for i in items]
 
     october_keys = await batch("oct", OCTOBER, 30)
-    await settlement.close_period(rt, owner, "2026-10")
+    await closing.close_period(rt, owner, "2026-10")
     late = await batch("late", OCTOBER, 10) + await batch("nov", NOVEMBER, 20)
     for key in rng.sample(october_keys + late, 8):
         try:
-            await usage.void_usage(rt, provider, key)
+            await void_usage(rt, provider, key)
         except DomainError as error:
             assert error.code == "ALREADY_VOIDED"
     rt.clock = lambda: datetime(2026, 12, 2, tzinfo=UTC)
-    await settlement.close_period(rt, owner, "2026-11")
+    await closing.close_period(rt, owner, "2026-11")
 
     for period in ("2026-10", "2026-11"):
         balance = await postings(rt, network.id, period)

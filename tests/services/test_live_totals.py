@@ -13,7 +13,10 @@ from app.billing.money import RoundingMode, from_micros
 from app.billing.pricing import Charge, ChargeModel, Tier, price_line, usage_of
 from app.errors import DomainError
 from app.billing.waterfall import MetricUsage, ShareBase, ShareKind, split_service
-from app.services import catalog, flows, networks, parties, settlement, usage
+from app.ingest.items import UsageItem
+from app.ingest.record import record_usage
+from app.ingest.void import void_usage
+from app.services import catalog, flows, networks, parties, settlement
 from app.services.agreements import AgreementDraft, RuleDraft, add_agreement, agreements_in_force, leg_of
 from models import UsageEvent
 
@@ -57,14 +60,14 @@ async def build(rt, first_period: str | None = None):
     return created.network, owner, as_provider, service
 
 
-def random_item(rng: random.Random, service_id: int, key: str, now: datetime) -> usage.UsageItem:
+def random_item(rng: random.Random, service_id: int, key: str, now: datetime) -> UsageItem:
     metric = rng.choice(["minutes", "rental", "fare"])
     quantity = {
         "minutes": D(rng.randint(0, 90_000_000)).scaleb(-6),
         "rental": D(1),
         "fare": D(rng.randint(0, 20_000)).scaleb(-2),
     }[metric]
-    return usage.UsageItem(key, service_id, f"consumer-{rng.randint(1, 5)}", metric, quantity, now)
+    return UsageItem(key, service_id, f"consumer-{rng.randint(1, 5)}", metric, quantity, now)
 
 
 async def recompute(rt, network, service, period):
@@ -94,12 +97,12 @@ async def test_live_flows_equal_a_full_recomputation_from_the_events(rt, seed):
     keys = []
     for batch in range(6):
         items = [random_item(rng, service.id, f"s{seed}-{batch}-{i}", now) for i in range(rng.randint(1, 25))]
-        recorded = await usage.record_usage(rt, provider, items)
+        recorded = await record_usage(rt, provider, items)
         assert recorded.count("ACCEPTED") == len(items)
         keys += [i.idempotency_key for i in items]
         for key in rng.sample(keys, k=min(len(keys), rng.randint(0, 3))):
             try:
-                await usage.void_usage(rt, provider, key)
+                await void_usage(rt, provider, key)
             except DomainError as error:  # sampled again after an earlier void
                 assert error.code == "ALREADY_VOIDED"
     period = now.strftime("%Y-%m")

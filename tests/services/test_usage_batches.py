@@ -10,7 +10,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.billing.pricing import Charge, ChargeModel
-from app.services import catalog, usage
+from app.ingest.items import UsageItem
+from app.ingest.record import MAX_BATCH, record_usage
+from app.ingest.results import ItemResult
+from app.ingest.sql import sql_of
+from app.services import catalog
 from models import ServiceRevenue, ServiceUsage, UsageEvent
 from tests.services.test_live_totals import build
 
@@ -32,7 +36,7 @@ def overflowing(index: int) -> dict:
     return {"status": "REJECTED", "problems": [(("events", str(index), "quantity"), "QUANTITY_OVERFLOW")]}
 
 
-def outcome(result: usage.ItemResult) -> dict:
+def outcome(result: ItemResult) -> dict:
     if result.status != "REJECTED":
         return {"status": result.status}
     return {"status": result.status, "problems": [(tuple(p.path), p.code) for p in result.problems]}
@@ -42,20 +46,20 @@ async def test_events_that_would_overflow_a_running_total_are_rejected_alone_and
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
 
-    def items(prefix: str, count: int, quantity: D, consumer: str = "heavy") -> list[usage.UsageItem]:
-        return [usage.UsageItem(f"{prefix}-{i}", service.id, consumer, "minutes", quantity, now) for i in range(count)]
+    def items(prefix: str, count: int, quantity: D, consumer: str = "heavy") -> list[UsageItem]:
+        return [UsageItem(f"{prefix}-{i}", service.id, consumer, "minutes", quantity, now) for i in range(count)]
 
-    await usage.record_usage(rt, provider, items("a", usage.MAX_BATCH, BILLION))
+    await record_usage(rt, provider, items("a", MAX_BATCH, BILLION))
     # The line of "heavy" holds 5e12 units: 4,223 more fit in the 64-bit range of its total
     # (9,223,372,036,854,775,807 millionths), the 777 after them do not.
-    fitting = 9223 - usage.MAX_BATCH
+    fitting = 9223 - MAX_BATCH
     heavy, beside, after = await asyncio.gather(
-        usage.record_usage(rt, provider, items("b", usage.MAX_BATCH, BILLION)),
-        usage.record_usage(rt, provider, items("c", 3, D("1.5"), consumer="light")),
-        usage.record_usage(rt, owner, items("d", 2, D(2), consumer="light")),
+        record_usage(rt, provider, items("b", MAX_BATCH, BILLION)),
+        record_usage(rt, provider, items("c", 3, D("1.5"), consumer="light")),
+        record_usage(rt, owner, items("d", 2, D(2), consumer="light")),
     )
     assert [outcome(r) for r in heavy.results] == (
-        [{"status": "ACCEPTED"}] * fitting + [overflowing(i) for i in range(fitting, usage.MAX_BATCH)]
+        [{"status": "ACCEPTED"}] * fitting + [overflowing(i) for i in range(fitting, MAX_BATCH)]
     )
     assert [r.status for r in beside.results] == ["ACCEPTED"] * 3
     assert [r.status for r in after.results] == ["ACCEPTED"] * 2
@@ -68,11 +72,11 @@ async def test_events_that_would_overflow_a_running_total_are_rejected_alone_and
 async def test_an_event_that_would_overflow_the_services_total_is_rejected_though_its_line_has_room(rt):
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
-    await usage.record_usage(rt, provider, [usage.UsageItem(f"a-{i}", service.id, f"c{i % 5}", "minutes", BILLION, now) for i in range(5000)])
+    await record_usage(rt, provider, [UsageItem(f"a-{i}", service.id, f"c{i % 5}", "minutes", BILLION, now) for i in range(5000)])
     # Each consumer's line holds 1e12 units; the service's usage of minutes 5e12 units.
-    batch = [usage.UsageItem(f"b-{i}", service.id, "fresh", "minutes", BILLION, now) for i in range(4224)]
-    batch.append(usage.UsageItem("small", service.id, "fresh", "minutes", D("0.5"), now))
-    recorded = await usage.record_usage(rt, provider, batch)
+    batch = [UsageItem(f"b-{i}", service.id, "fresh", "minutes", BILLION, now) for i in range(4224)]
+    batch.append(UsageItem("small", service.id, "fresh", "minutes", D("0.5"), now))
+    recorded = await record_usage(rt, provider, batch)
     assert [outcome(r) for r in recorded.results] == [{"status": "ACCEPTED"}] * 4223 + [overflowing(4223), {"status": "ACCEPTED"}]
     keys = await stored_keys(rt, service.id)
     assert "b-4223" not in keys and "small" in keys and len(keys) == 9224
@@ -89,9 +93,9 @@ async def test_an_event_that_would_overflow_the_services_revenue_is_rejected_and
     )
     now = datetime.now(UTC)
     # 10^9 days at 10^6 EUR: 10^17 cents an event, each on its own line; 92 fit in the revenue's 64 bits.
-    batch = [usage.UsageItem(f"y-{i}", pricey.id, f"guest-{i}", "days", BILLION, now) for i in range(94)]
-    batch.append(usage.UsageItem("ride", service.id, "guest-0", "minutes", D(3), now))
-    recorded = await usage.record_usage(rt, provider, batch)
+    batch = [UsageItem(f"y-{i}", pricey.id, f"guest-{i}", "days", BILLION, now) for i in range(94)]
+    batch.append(UsageItem("ride", service.id, "guest-0", "minutes", D(3), now))
+    recorded = await record_usage(rt, provider, batch)
     assert [outcome(r) for r in recorded.results] == [{"status": "ACCEPTED"}] * 92 + [overflowing(92), overflowing(93), {"status": "ACCEPTED"}]
     assert len(await stored_keys(rt, pricey.id)) == 92 and await stored_keys(rt, service.id) == {"ride"}
     async with rt.sessions() as session:
@@ -105,19 +109,19 @@ async def test_a_key_the_look_up_missed_is_still_stored_once(rt, monkeypatch):
     unique key skips the row and the item is the duplicate it is."""
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
-    first = usage.UsageItem("taken", service.id, "alice", "minutes", D(5), now)
-    await usage.record_usage(rt, provider, [first])
+    first = UsageItem("taken", service.id, "alice", "minutes", D(5), now)
+    await record_usage(rt, provider, [first])
 
-    statements = usage._STATEMENTS[rt.engine.dialect.name]
+    statements = sql_of(rt.engine.dialect)
     monkeypatch.setattr(statements, "keys_taken", statements.keys_taken + " AND 1 = 0")  # the look-up finds no key
-    batch = [first, usage.UsageItem("free", service.id, "bob", "minutes", D(7), now)]
+    batch = [first, UsageItem("free", service.id, "bob", "minutes", D(7), now)]
     if rt.engine.dialect.name == "sqlite":
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-            await usage.record_usage(rt, provider, batch)
+            await record_usage(rt, provider, batch)
         assert await stored_keys(rt, service.id) == {"taken"}
         assert await counted_events(rt, service.id) == 1
     else:
-        recorded = await usage.record_usage(rt, provider, batch)
+        recorded = await record_usage(rt, provider, batch)
         assert [r.status for r in recorded.results] == ["DUPLICATE", "ACCEPTED"]
         assert await stored_keys(rt, service.id) == {"taken", "free"}
         assert await counted_events(rt, service.id) == 2
@@ -130,14 +134,14 @@ async def test_a_batch_that_fails_whole_fails_alone_and_the_batch_beside_it_comm
     commits; the connection is clean for the batches after them."""
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
-    first = usage.UsageItem("taken", service.id, "alice", "minutes", D(5), now)
-    await usage.record_usage(rt, provider, [first])
-    statements = usage._STATEMENTS[rt.engine.dialect.name]
+    first = UsageItem("taken", service.id, "alice", "minutes", D(5), now)
+    await record_usage(rt, provider, [first])
+    statements = sql_of(rt.engine.dialect)
     with monkeypatch.context() as patched:
         patched.setattr(statements, "keys_taken", statements.keys_taken + " AND 1 = 0")  # the look-up finds no key
         beside, failing = await asyncio.gather(
-            usage.record_usage(rt, owner, [usage.UsageItem(f"b-{i}", service.id, "dave", "minutes", D(1), now) for i in range(3)]),
-            usage.record_usage(rt, provider, [usage.UsageItem("new", service.id, "carol", "minutes", D(2), now), first]),
+            record_usage(rt, owner, [UsageItem(f"b-{i}", service.id, "dave", "minutes", D(1), now) for i in range(3)]),
+            record_usage(rt, provider, [UsageItem("new", service.id, "carol", "minutes", D(2), now), first]),
             return_exceptions=True,
         )
     assert [r.status for r in beside.results] == ["ACCEPTED"] * 3
@@ -148,7 +152,7 @@ async def test_a_batch_that_fails_whole_fails_alone_and_the_batch_beside_it_comm
     else:  # no shared transaction: the unique key skips the row
         assert [r.status for r in failing.results] == ["ACCEPTED", "DUPLICATE"]
         assert await counted_events(rt, service.id) == 5
-    after = await usage.record_usage(rt, provider, [usage.UsageItem("after", service.id, "erin", "minutes", D(4), now), first])
+    after = await record_usage(rt, provider, [UsageItem("after", service.id, "erin", "minutes", D(4), now), first])
     assert [r.status for r in after.results] == ["ACCEPTED", "DUPLICATE"]
     assert await counted_events(rt, service.id) == (5 if rt.engine.dialect.name == "sqlite" else 6)
 
@@ -156,9 +160,9 @@ async def test_a_batch_that_fails_whole_fails_alone_and_the_batch_beside_it_comm
 async def test_a_batch_numbers_its_events_after_the_highest_in_the_order_of_its_items(rt):
     network, owner, provider, service = await build(rt)
     now = datetime.now(UTC)
-    before = await usage.record_usage(rt, provider, [usage.UsageItem("one", service.id, "alice", "minutes", D(1), now)])
-    batch = [usage.UsageItem(f"k-{i}", service.id, f"c{i % 7}", "minutes", D(i), now) for i in range(2500)]
-    recorded = await usage.record_usage(rt, provider, batch)
+    before = await record_usage(rt, provider, [UsageItem("one", service.id, "alice", "minutes", D(1), now)])
+    batch = [UsageItem(f"k-{i}", service.id, f"c{i % 7}", "minutes", D(i), now) for i in range(2500)]
+    recorded = await record_usage(rt, provider, batch)
     ids = [r.event_id for r in recorded.results]
     assert ids == sorted(set(ids)) and len(ids) == 2500 and ids[0] > before.results[0].event_id
     if rt.engine.dialect.name == "sqlite":  # numbered by the batch itself: right after the highest

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 
-from app.services.usage_input import bind_time
+from app.ingest.items import bind_time
 from models import UsageEvent
 
 TIMES = [

@@ -1,7 +1,7 @@
 """Bulk import of usage for backfills: CSV or NDJSON, through the same use-case as recordUsage.
 
 The file is read, its rows turned into usage items and the items prepared (their own checks, the
-values of their event rows: usage_input.Preparer) by a forked child process, one batch ahead of
+values of their event rows: app.ingest.items.Preparer) by a forked child process, one batch ahead of
 the transaction that records the batch before: that is about half of an import's work, and on a
 second core it is off the writer's path. The child can start before the database layer is
 imported (Reader; this module imports it only where it records), so that it reads the file
@@ -18,20 +18,20 @@ from pathlib import Path
 from sys import intern
 from typing import TYPE_CHECKING
 
-from app.services import usage_input
+from app.ingest import items as usage_items
 
 if TYPE_CHECKING:
     from app.auth import Principal
     from app.runtime import Runtime
 
 BATCH = 50_000
-"""Rows per transaction. The API's limit (usage.MAX_BATCH) bounds one request; a backfill pays a
+"""Rows per transaction. The API's limit (app.ingest.record.MAX_BATCH) bounds one request; a backfill pays a
 transaction's fixed costs (the network, its services and plans read; the commit) once per this
 many rows instead. A transaction's rows count in the report once it has committed."""
 FIRST_BATCH = 5_000
 """The first transaction's rows; each next one twice as many, up to BATCH: the writer starts once
 the first few thousand rows are read instead of waiting for a whole BATCH."""
-FIELDS = usage_input.FIELDS
+FIELDS = usage_items.FIELDS
 AHEAD = 200_000
 """Rows the child reads into usage items while it waits for the network's time zone to prepare
 them with: the command's start-up, about a second, at some 5 µs per row."""
@@ -56,7 +56,7 @@ def _rows(path: Path) -> Iterator[dict | str]:
         if path.suffix.lower() in (".ndjson", ".jsonl"):
             for line in handle:
                 if line.strip():
-                    row = usage_input.row_from_json(line)
+                    row = usage_items.row_from_json(line)
                     yield "not a JSON object" if row is None else row
         else:
             reader = csv.reader(handle)
@@ -90,16 +90,16 @@ def _read(path: Path, decode_service, network, pipe) -> None:
         rows = _rows(path)
         size = FIRST_BATCH
         preparer = None
-        waiting: list[tuple[int, list[int], list[usage_input.UsageItem], list[tuple[int, str]]]] = []
+        waiting: list[tuple[int, list[int], list[usage_items.UsageItem], list[tuple[int, str]]]] = []
         "The batches read before the time zone came, their items not yet prepared."
         while batch := _read_batch(rows, size, decode_service, lambda: preparer is None and network.poll()):
             size = min(2 * size, BATCH)
             waiting.append(batch)
             if preparer is None and sum(len(w[2]) for w in waiting) < AHEAD and not network.poll():
                 continue
-            preparer = preparer or usage_input.Preparer(*network.recv())
+            preparer = preparer or usage_items.Preparer(*network.recv())
             _send(pipe, waiting, preparer)
-        _send(pipe, waiting, preparer or usage_input.Preparer(*network.recv()))
+        _send(pipe, waiting, preparer or usage_items.Preparer(*network.recv()))
         pipe.send(None)
     except Exception as error:  # noqa: BLE001 - handed to the parent, which raises it
         try:
@@ -121,7 +121,7 @@ def _read_batch(rows: Iterator[dict | str], size: int, decode_service, arrived) 
             if type(row) is str:
                 refused.append((position, row))
             else:
-                items.append(usage_input.item_from_row(row, decode_service))
+                items.append(usage_items.item_from_row(row, decode_service))
                 positions.append(position)
         count += len(rows_slice)
         if arrived():
@@ -129,7 +129,7 @@ def _read_batch(rows: Iterator[dict | str], size: int, decode_service, arrived) 
     return (count, positions, items, refused) if count else None
 
 
-def _send(pipe, waiting: list, preparer: usage_input.Preparer) -> None:
+def _send(pipe, waiting: list, preparer: usage_items.Preparer) -> None:
     """The waiting batches, prepared, down the pipe (emptied)."""
     for size, positions, items, refused in waiting:
         prepared = [_plain(preparer.prepare(item, index)) for index, item in enumerate(items)]
@@ -137,7 +137,7 @@ def _send(pipe, waiting: list, preparer: usage_input.Preparer) -> None:
     waiting.clear()
 
 
-def _plain(item: usage_input.Prepared) -> tuple:
+def _plain(item: usage_items.Prepared) -> tuple:
     """A prepared item as the plain tuple that crosses the pipe, its consumer reference and its
     metric interned: a file repeats a few thousand of them over its rows, and pickle writes an
     object it has met before as a reference to it (a batch of 50,000 rows pickles, and unpickles
@@ -179,13 +179,13 @@ class Reader:
 
 
 def _count(report: ImportReport, batch: _Batch, offset: int, recorded) -> None:
-    """A committed batch's outcomes (usage.Recorded, or None without items) into the report,
+    """A committed batch's outcomes (app.ingest.results.Recorded, or None without items) into the report,
     problems by the file's row numbers."""
-    from app.services.usage import ItemResult
+    from app.ingest.results import ItemResult
 
     outcomes: list[ItemResult | None] = [None] * batch.size
     for position, reason in batch.refused:
-        outcomes[position] = ItemResult("REJECTED", problems=[usage_input.row_problem(offset + position, reason)])
+        outcomes[position] = ItemResult("REJECTED", problems=[usage_items.row_problem(offset + position, reason)])
     if recorded is not None:
         for position, result in zip(batch.positions, recorded.results):
             outcomes[position] = result
@@ -205,11 +205,11 @@ async def import_usage(rt: "Runtime", principal: "Principal", path: Path, decode
                        reader: Reader | None = None) -> ImportReport:
     """Record every row, up to BATCH rows per transaction; safe to re-run (the keys decide duplicates).
     `reader`: one already reading `path` (the command starts it first), closed here; else one is started."""
-    from app.services import usage  # the database layer: see Reader
+    from app.ingest import record  # the database layer: see Reader
 
     reader = reader or Reader(path, decode_service)
     try:
-        preparer = await usage.preparer_for(rt, principal)
+        preparer = await record.preparer_for(rt, principal)
     except BaseException:
         reader.close()
         raise
@@ -246,8 +246,8 @@ async def import_usage(rt: "Runtime", principal: "Principal", path: Path, decode
                 in_flight.clear()
                 raise batch
             if batch is not None:
-                items = list(map(usage_input.as_prepared, batch.items))
-                recording = asyncio.create_task(usage.record_usage(rt, principal, items, max_batch=None)) if items else None
+                items = list(map(usage_items.as_prepared, batch.items))
+                recording = asyncio.create_task(record.record_prepared(rt, principal, items)) if items else None
                 in_flight.append((batch, offset, recording))
                 offset += batch.size
             if in_flight and (batch is None or len(in_flight) == 2):

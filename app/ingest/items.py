@@ -1,6 +1,6 @@
 """A usage item as it arrives, and the checks that need neither the database nor the network's
 services: shared by recordUsage, /usage.ndjson, the bulk import and quote. Light on purpose: the
-import's reader process forks before the database layer is imported (app/importer.py)."""
+import's reader process forks before the database layer is imported (app/ingest/importer.py)."""
 
 import json
 from collections.abc import Callable
@@ -141,7 +141,7 @@ class Prepared(NamedTuple):
     period: str | None
     "The period occurred_at falls in (\"\", before every period, where the zone's year leaves 1..9999); None without a time zone."
     problems: tuple[Problem, ...]
-    "The item's own problems; the batch adds those of its service and its time (_Context.problems)."
+    "The item's own problems; the batch adds those of its service and its time (app.ingest.context.Context.problems)."
 
 
 class Preparer:
