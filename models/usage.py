@@ -18,8 +18,8 @@ class UsageEvent(SQLModel, table=True):
 
     __tablename__ = "usage_events"
     __table_args__ = (
-        UniqueConstraint("network_id", "service_id", "idempotency_key", name="uq_usage_events_service_key"),
-        Index("ix_usage_events_key", "network_id", "idempotency_key"),
+        # Unique per service; led by (network, key), it serves the look-ups by key as well.
+        UniqueConstraint("network_id", "idempotency_key", "service_id", name="uq_usage_events_service_key"),
         Index("ix_usage_events_service", "network_id", "service_id", "period", "id"),
         Index("ix_usage_events_consumer", "network_id", "id_block", "consumer_id", "id"),
     )

@@ -75,7 +75,7 @@ class IngestSql:
         self.savepoint_batch = "SAVEPOINT usage_batch"
         self.rollback_batch = "ROLLBACK TO SAVEPOINT usage_batch"
         self.release_batch = "RELEASE SAVEPOINT usage_batch"
-        # Keys are unique per service (DESIGN §2): looked up by the plain index on (network, key),
+        # Keys are unique per service (DESIGN §2): looked up by the unique key's lead (network, key),
         # the rows of other services' keys left out by claim_keys.
         self.keys_taken = f"SELECT service_id, idempotency_key FROM {_EVENTS.name} WHERE network_id = ? AND idempotency_key IN (*)"
         self.lock_lines = (
